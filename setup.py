@@ -1,0 +1,47 @@
+"""gemma3nvla_ros: one ament_python package that also installs with pip on machines without ROS."""
+from glob import glob
+
+from setuptools import find_packages, setup
+
+package_name = "gemma3nvla_ros"
+
+extras = {
+    # The non-ROS runtime: Cyclone DDS speaking ROS 2's wire conventions, rosbag2 I/O.
+    "dds": ["cyclonedds>=0.10.5", "rosbags>=0.10"],
+    # Camera capture. On a ROS machine prefer the distro's python3-opencv (numpy 1.x ABI).
+    "camera": ["opencv-python-headless>=4.8"],
+    # The Gemma3nVLA policy and LeRobot training.
+    "policy": ["lerobot==0.4.4", "transformers==4.57.6", "timm>=1.0.16"],
+    "test": ["pytest>=7", "pytest-timeout>=2"],
+}
+extras["all"] = sorted({req for reqs in extras.values() for req in reqs})
+
+setup(
+    name=package_name,
+    version="0.1.0",
+    packages=find_packages(include=[package_name, f"{package_name}.*"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{package_name}"]),
+        (f"share/{package_name}", ["package.xml"]),
+        (f"share/{package_name}/launch", glob("launch/*.launch.py")),
+        (f"share/{package_name}/config", glob("config/*")),
+    ],
+    include_package_data=True,
+    python_requires=">=3.10",
+    install_requires=["numpy", "pyyaml", "feetech-servo-sdk>=1.0"],
+    extras_require=extras,
+    zip_safe=True,
+    maintainer="gemma3nvla_ros maintainers",
+    maintainer_email="maintainers@gemma3nvla-ros.dev",
+    description="ROS 2 stack running the Gemma3nVLA policy on an SO-101 arm.",
+    license="Apache-2.0",
+    tests_require=["pytest"],
+    entry_points={
+        "console_scripts": [
+            "gemma3nvla-ros = gemma3nvla_ros.cli:main",
+            "camera_node = gemma3nvla_ros.nodes.camera_node:main",
+            "so101_bridge = gemma3nvla_ros.nodes.so101_bridge:main",
+            "sim_servo_bus = gemma3nvla_ros.hardware.sim_bus:main",
+        ],
+    },
+)

@@ -1,0 +1,131 @@
+"""The non-ROS launcher supervising real processes: log prefixes, required nodes, signals, respawn."""
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from gemma3nvla_ros.launch_graph import Graph, NodeSpec
+from gemma3nvla_ros.launcher import Launcher
+
+# Stand-in node programs: they print their ROS arguments and behave as told, nothing more.
+PROGRAMS = {
+    "forever": """
+        import signal, sys, time
+        print("args", " ".join(sys.argv[1:]), flush=True)
+        def stop(*_):
+            print("got SIGINT, cleaning up", flush=True)
+            sys.exit(0)
+        signal.signal(signal.SIGINT, stop)
+        while True:
+            time.sleep(0.05)
+    """,
+    "fail_soon": """
+        import sys, time
+        print("starting", flush=True)
+        time.sleep(0.5)
+        print("fatal: serial port missing", flush=True)
+        sys.exit(3)
+    """,
+    "ignores_sigint": """
+        import signal, time
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        print("stubborn", flush=True)
+        while True:
+            time.sleep(0.05)
+    """,
+}
+
+
+@pytest.fixture
+def programs(tmp_path: Path):
+    paths = {}
+    for name, body in PROGRAMS.items():
+        paths[name] = tmp_path / f"{name}.py"
+        paths[name].write_text(textwrap.dedent(body))
+    return lambda executable, args: [sys.executable, str(paths[executable]), *args]
+
+
+def _run(graph: Graph, command_for, stop_after: float | None = None) -> tuple[int, str]:
+    out = io.StringIO()
+    launcher = Launcher(graph, out=out, command_for=command_for)
+    if stop_after is not None:
+        threading.Timer(stop_after, launcher.request_stop).start()
+    return launcher.run(), out.getvalue()
+
+
+def test_required_node_exit_stops_everything_with_nonzero_status(programs) -> None:
+    graph = Graph("t", {}, [NodeSpec("bridge", "fail_soon", required=True), NodeSpec("cam", "forever")])
+    status, log = _run(graph, programs)
+    assert status == 3
+    assert "[bridge] fatal: serial port missing" in log
+    assert "required node 'bridge' exited with code 3; stopping the launch" in log
+    assert "[cam] got SIGINT, cleaning up" in log  # the others were stopped cleanly, not killed
+
+
+def test_nodes_get_ros_arguments_and_prefixed_logs(programs) -> None:
+    spec = NodeSpec("cam", "forever", namespace="/arm", parameters={"fps": 30}, remappings={"a": "b"})
+    status, log = _run(Graph("t", {}, [spec]), programs, stop_after=1.5)
+    assert status == 0
+    line = next(l for l in log.splitlines() if l.startswith("[cam] args"))
+    assert "--ros-args -r __node:=cam -r __ns:=/arm -r a:=b --params-file" in line
+
+
+def test_stop_escalates_to_sigterm_for_a_node_that_ignores_sigint(programs, monkeypatch) -> None:
+    monkeypatch.setattr("gemma3nvla_ros.launcher.SIGINT_GRACE_S", 0.5)
+    status, log = _run(Graph("t", {}, [NodeSpec("stubborn", "ignores_sigint")]), programs, stop_after=1.0)
+    assert "node 'stubborn' did not stop on SIGINT" in log
+    assert "node 'stubborn' stopped (code -15)" in log
+
+
+def test_non_required_node_is_respawned(programs) -> None:
+    graph = Graph("t", {}, [NodeSpec("flaky", "fail_soon", respawn=True, respawn_delay=0.1), NodeSpec("k", "forever")])
+    status, log = _run(graph, programs, stop_after=2.5)
+    assert status == 0
+    assert log.count("[flaky] starting") >= 2
+    assert "node 'flaky' exited with code 3; respawning in 0.1 s" in log
+
+
+def test_cli_sigterm_stops_the_whole_launch(tmp_path: Path) -> None:
+    """`gemma3nvla-ros launch` as users run it: SIGTERM ends it and every node it started."""
+    graph = tmp_path / "g.yaml"
+    graph.write_text("nodes:\n  - {name: sim_bus, executable: sim_servo_bus}\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gemma3nvla_ros.cli", "launch", str(graph)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not any("started 'sim_bus'" in l for l in lines):
+        time.sleep(0.1)
+    pid = int(next(l for l in lines if "started 'sim_bus'" in l).rsplit("pid", 1)[1])
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+    reader.join(timeout=5)
+    assert any("node 'sim_bus' stopped" in l for l in lines), "".join(lines)
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+def test_cli_reports_unknown_graph_and_arguments(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "gemma3nvla_ros.cli", "launch", "no_such_graph"], capture_output=True, text=True
+    )
+    assert result.returncode == 2
+    assert "no launch graph 'no_such_graph'" in result.stderr and "so101_pickplace" in result.stderr
+    result = subprocess.run(
+        [sys.executable, "-m", "gemma3nvla_ros.cli", "launch", "so101_pickplace", "moed:=real"],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 2 and "unknown launch argument(s) moed" in result.stderr

@@ -1,4 +1,5 @@
 """gemma3nvla_ros: one ament_python package that also installs with pip on machines without ROS."""
+import os
 from glob import glob
 
 from setuptools import find_packages, setup
@@ -24,7 +25,8 @@ setup(
         ("share/ament_index/resource_index/packages", [f"resource/{package_name}"]),
         (f"share/{package_name}", ["package.xml"]),
         (f"share/{package_name}/launch", glob("launch/*.launch.py")),
-        (f"share/{package_name}/config", glob("config/*")),
+        (f"share/{package_name}/config", [p for p in glob("config/*") if os.path.isfile(p)]),
+        (f"share/{package_name}/config/calibration", glob("config/calibration/*.json")),
     ],
     include_package_data=True,
     python_requires=">=3.10",

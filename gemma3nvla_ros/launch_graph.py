@@ -18,7 +18,8 @@ cannot drift. The format::
 
 ``$(var NAME)`` substitutes a launch argument, as in ROS launch files. A value that is exactly one
 substitution takes the argument's YAML type (``"30"`` -> 30, ``"true"`` -> True), as ROS launch does
-for parameters.
+for parameters, except that an argument whose default is a float stays a float (``fps:=15`` -> 15.0):
+rclpy refuses an integer for a parameter declared as a double.
 """
 from __future__ import annotations
 
@@ -129,6 +130,7 @@ def resolve_graph(path: Path, overrides: Mapping[str, str] | None = None) -> Gra
             raise GraphError(f"launch argument '{arg.name}' must be one of {list(arg.choices)}, not {value!r}")
         values[arg.name] = value
 
+    float_args = {a.name for a in arguments.values() if isinstance(_yaml_value(a.default or ""), float)}
     nodes: list[NodeSpec] = []
     seen: set[str] = set()
     for index, raw in enumerate(raw_nodes):
@@ -138,7 +140,7 @@ def resolve_graph(path: Path, overrides: Mapping[str, str] | None = None) -> Gra
         extra = sorted(set(raw) - _NODE_KEYS)
         if extra:
             raise GraphError(f"{where}: unknown key(s) {extra}; allowed: {sorted(_NODE_KEYS)}")
-        node = _substitute(raw, values, where)
+        node = _substitute(raw, values, float_args, where)
         if "condition" in node and not _truthy(node["condition"], where):
             continue
         fqn = f"{node.get('namespace') or ''}/{node['name']}"
@@ -171,11 +173,11 @@ def parse_launch_arguments(tokens: list[str]) -> dict[str, str]:
     return result
 
 
-def _substitute(value: Any, values: Mapping[str, str], where: str) -> Any:
+def _substitute(value: Any, values: Mapping[str, str], float_args: set[str], where: str) -> Any:
     if isinstance(value, dict):
-        return {k: _substitute(v, values, where) for k, v in value.items()}
+        return {k: _substitute(v, values, float_args, where) for k, v in value.items()}
     if isinstance(value, list):
-        return [_substitute(v, values, where) for v in value]
+        return [_substitute(v, values, float_args, where) for v in value]
     if not isinstance(value, str) or "$(" not in value:
         return value
 
@@ -190,12 +192,21 @@ def _substitute(value: Any, values: Mapping[str, str], where: str) -> Any:
     whole = _VAR.fullmatch(value)
     text = _VAR.sub(lookup, value)
     if whole:
-        # A value that is exactly one substitution gets its YAML type, as ROS launch does.
-        try:
-            return yaml.safe_load(text) if text != "" else ""
-        except yaml.YAMLError:
-            return text
+        typed = _yaml_value(text)
+        if whole.group(1) in float_args and isinstance(typed, int) and not isinstance(typed, bool):
+            return float(typed)
+        return typed
     return text
+
+
+def _yaml_value(text: str) -> Any:
+    """A launch argument's text as ROS launch types parameter values ('' stays a string)."""
+    if text == "":
+        return ""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
 
 
 def _truthy(value: Any, where: str) -> bool:

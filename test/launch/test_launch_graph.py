@@ -13,6 +13,7 @@ GRAPH = """
 arguments:
   mode: {default: sim, description: "real | sim", choices: [real, sim]}
   rate: {default: "100.0"}
+  fps: {default: 30.0}
   port: {description: "serial port"}
   cameras: {default: "true"}
 nodes:
@@ -25,7 +26,7 @@ nodes:
     executable: camera_node
     namespace: /cams
     condition: "$(var cameras)"
-    parameters: {fps: 30, names: ["$(var mode)", "x"]}
+    parameters: {fps: "$(var fps)", names: ["$(var mode)", "x"]}
 """
 
 
@@ -42,7 +43,15 @@ def test_arguments_substitute_with_yaml_types(graph_file: Path) -> None:
     assert bridge.parameters == {"mode": "sim", "publish_rate": 100.0, "port": "/dev/ttyACM0", "label": "arm-sim"}
     assert bridge.required and not camera.required
     assert camera.parameters["names"] == ["sim", "x"]
+    assert camera.parameters["fps"] == 30.0 and isinstance(camera.parameters["fps"], float)
     assert bridge.remappings == {"/joint_commands": "/arm/joint_commands"}
+
+
+
+def test_float_arguments_stay_float_when_given_as_integers(graph_file: Path) -> None:
+    nodes = resolve_graph(graph_file, {"port": "p", "fps": "15", "rate": "200"}).nodes
+    assert nodes[1].parameters["fps"] == 15.0 and isinstance(nodes[1].parameters["fps"], float)
+    assert nodes[0].parameters["publish_rate"] == 200.0 and isinstance(nodes[0].parameters["publish_rate"], float)
 
 
 def test_ros_args_and_params_file_are_ros_format(graph_file: Path) -> None:
@@ -51,7 +60,7 @@ def test_ros_args_and_params_file_are_ros_format(graph_file: Path) -> None:
     assert camera.ros_args("/tmp/x.yaml") == [
         "--ros-args", "-r", "__node:=camera_wrist", "-r", "__ns:=/cams", "--params-file", "/tmp/x.yaml",
     ]
-    assert yaml.safe_load(camera.params_yaml()) == {"/cams/camera_wrist": {"ros__parameters": {"fps": 30, "names": ["real", "x"]}}}
+    assert yaml.safe_load(camera.params_yaml()) == {"/cams/camera_wrist": {"ros__parameters": {"fps": 30.0, "names": ["real", "x"]}}}
 
 
 def test_condition_false_skips_node(graph_file: Path) -> None:

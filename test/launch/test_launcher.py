@@ -97,7 +97,7 @@ def test_non_required_node_is_respawned(programs) -> None:
 def test_cli_sigterm_stops_the_whole_launch(tmp_path: Path) -> None:
     """`gemma3nvla-ros launch` as users run it: SIGTERM ends it and every node it started."""
     graph = tmp_path / "g.yaml"
-    graph.write_text("nodes:\n  - {name: sim_bus, executable: sim_servo_bus}\n")
+    graph.write_text("nodes:\n  - {name: cam, executable: camera_node, parameters: {source: synthetic, fps: 5.0}}\n")
     proc = subprocess.Popen(
         [sys.executable, "-m", "gemma3nvla_ros.cli", "launch", str(graph)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -106,14 +106,14 @@ def test_cli_sigterm_stops_the_whole_launch(tmp_path: Path) -> None:
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
     reader.start()
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not any("started 'sim_bus'" in l for l in lines):
+    while time.monotonic() < deadline and not any("started 'cam'" in l for l in lines):
         time.sleep(0.1)
-    pid = int(next(l for l in lines if "started 'sim_bus'" in l).rsplit("pid", 1)[1])
+    pid = int(next(l for l in lines if "started 'cam'" in l).rsplit("pid", 1)[1])
     time.sleep(1.0)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 0
     reader.join(timeout=5)
-    assert any("node 'sim_bus' stopped" in l for l in lines), "".join(lines)
+    assert any("node 'cam' stopped (code 0)" in l for l in lines), "".join(lines)
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
 

@@ -1,0 +1,1 @@
+"""Pure control logic, no ROS: unit conversion (units.py) and action-chunk handling."""

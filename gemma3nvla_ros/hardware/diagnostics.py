@@ -1,0 +1,135 @@
+"""Diagnostics content for the bridge and the cameras, as plain data (the nodes turn it into
+diagnostic_msgs/DiagnosticArray). Levels follow diagnostic_msgs/DiagnosticStatus: OK 0, WARN 1, ERROR 2,
+STALE 3."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from gemma3nvla_ros.hardware.feetech_bus import BusCounters, MotorHealth
+from gemma3nvla_ros.hardware.scs_protocol import describe_error_bits
+
+OK, WARN, ERROR, STALE = 0, 1, 2, 3
+
+TEMPERATURE_WARN_C = 60  # STS3215 Max_Temperature_Limit defaults to 70 °C, where it unloads
+TEMPERATURE_ERROR_C = 70
+VOLTAGE_WARN_LOW_V = 6.0  # SO-101 runs the 7.4 V (or 12 V) STS3215 variants
+
+
+@dataclass
+class Status:
+    name: str
+    level: int
+    message: str
+    hardware_id: str = ""
+    values: dict[str, str] = field(default_factory=dict)
+
+
+def motor_status(health: MotorHealth, hardware_id: str, prefix: str) -> Status:
+    level, problems = OK, []
+    if health.consecutive_failures:
+        level = ERROR
+        problems.append(f"not answering ({health.consecutive_failures} failed transactions in a row)")
+    alarm = (health.status or 0) | health.error_bits
+    if alarm:
+        level = ERROR
+        problems.append(f"alarm: {describe_error_bits(alarm) or hex(alarm)}")
+    if health.temperature_c is not None:
+        if health.temperature_c >= TEMPERATURE_ERROR_C:
+            level = ERROR
+            problems.append(f"temperature {health.temperature_c} C")
+        elif health.temperature_c >= TEMPERATURE_WARN_C:
+            level = max(level, WARN)
+            problems.append(f"temperature {health.temperature_c} C")
+    if health.voltage_v is not None and health.voltage_v < VOLTAGE_WARN_LOW_V:
+        level = max(level, WARN)
+        problems.append(f"low voltage {health.voltage_v:.1f} V")
+
+    def fmt(v: object, spec: str = "") -> str:
+        return "unknown" if v is None else format(v, spec)
+
+    return Status(
+        name=f"{prefix}: motor {health.name} (id {health.motor_id})",
+        level=level,
+        message="; ".join(problems) if problems else "OK",
+        hardware_id=hardware_id,
+        values={
+            "id": str(health.motor_id),
+            "voltage_V": fmt(health.voltage_v, ".1f"),
+            "temperature_C": fmt(health.temperature_c),
+            "status": fmt(health.status),
+            "status_bits": describe_error_bits(alarm) or "none",
+            "current_A": fmt(health.current_a, ".3f"),
+            "no_reply": str(health.no_reply),
+            "bad_checksum": str(health.bad_checksum),
+            "consecutive_failures": str(health.consecutive_failures),
+        },
+    )
+
+
+def bus_status(
+    counters: BusCounters,
+    *,
+    prefix: str,
+    hardware_id: str,
+    connected: bool,
+    fault: str,
+    extra: Mapping[str, object],
+) -> Status:
+    if not connected:
+        level, message = ERROR, fault or "servo bus disconnected"
+    elif fault:
+        level, message = WARN, fault
+    else:
+        level, message = OK, "OK"
+    values = {
+        "transactions": counters.transactions,
+        "retries": counters.retries,
+        "no_reply": counters.no_reply,
+        "bad_checksum": counters.bad_checksum,
+        "port_errors": counters.port_errors,
+        "failed_after_retries": counters.failed,
+    }
+    values.update(extra)
+    return Status(f"{prefix}: servo bus", level, message, hardware_id, {k: str(v) for k, v in values.items()})
+
+
+def to_diagnostic_array(statuses: list[Status], stamp: Any, msgs: Any) -> Any:
+    """A ``diagnostic_msgs/DiagnosticArray``; ``msgs`` is the ``diagnostic_msgs.msg`` module in use
+    (rclpy's or the built-in runtime's), so this module needs no ROS import."""
+    out = msgs.DiagnosticArray()
+    out.header.stamp = stamp
+    for s in statuses:
+        status = msgs.DiagnosticStatus()
+        status.level = bytes([s.level])  # a `byte` field: bytes of length 1, as in rclpy
+        status.name, status.message, status.hardware_id = s.name, s.message, s.hardware_id
+        status.values = [msgs.KeyValue(key=k, value=v) for k, v in s.values.items()]
+        out.status.append(status)
+    return out
+
+
+def camera_status(
+    *,
+    node: str,
+    camera: str,
+    source: str,
+    connected: bool,
+    ended: bool,
+    last_error: str,
+    configured_fps: float,
+    measured_fps: float,
+    frames: int,
+    values: Mapping[str, object],
+) -> Status:
+    if ended:
+        level, message = OK, "end of file (loop is false)"
+    elif not connected:
+        level, message = ERROR, f"camera lost, reconnecting: {last_error}"
+    elif frames > 10 and measured_fps < 0.5 * configured_fps:
+        level, message = WARN, f"publishing {measured_fps:.1f} fps, configured {configured_fps:g}"
+    else:
+        level, message = OK, "OK"
+    all_values = {"source": source, "configured_fps": f"{configured_fps:g}", "measured_fps": f"{measured_fps:.1f}",
+                  "frames": frames, **values}
+    return Status(f"{node}: camera {camera}", level, message, source, {k: str(v) for k, v in all_values.items()})

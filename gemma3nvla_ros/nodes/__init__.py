@@ -1,0 +1,1 @@
+"""Thin ROS nodes (rclpy idiom, imported through gemma3nvla_ros.ros)."""

@@ -1,0 +1,340 @@
+"""so101_bridge: the only node that touches the SO-101 servo bus.
+
+Publishes ``joint_states`` (sensor_msgs/JointState, radians, all six joints incl. the gripper, stamped
+at read on the node clock) and ``/diagnostics``; subscribes ``joint_commands`` (sensor_msgs/JointState,
+positions in radians for any subset of the joints). Unit conversion: ``control.units``; command
+validation, clamping and the watchdog: ``hardware.commands`` / ``hardware.safety``; bus I/O:
+``hardware.feetech_bus``. This file only wires them to ROS.
+
+Parameters (see README / docs): port, mode (real|sim), robot_id, calibration_file,
+write_calibration_to_motors, joint_names, motor_ids, publish_rate, max_relative_target,
+command_timeout, on_shutdown (disable_torque|hold), diagnostics_rate, bus_timeout_ms, bus_retries,
+sim_args.
+"""
+from __future__ import annotations
+
+import shlex
+import sys
+import threading
+from pathlib import Path
+
+from gemma3nvla_ros.control import units
+from gemma3nvla_ros.hardware import diagnostics as diag
+from gemma3nvla_ros.hardware.calibration import (
+    EXAMPLE_CALIBRATION,
+    SO101_MOTORS,
+    CalibrationError,
+    compare_with_servos,
+    load_calibration,
+    mismatch_message,
+    parse_calibration,
+    resolve_calibration_path,
+)
+from gemma3nvla_ros.hardware.commands import CommandRejected, validate_joint_command
+from gemma3nvla_ros.hardware.feetech_bus import BusError, BusPortError, FeetechBus
+from gemma3nvla_ros.hardware.safety import ArmGoalController, parse_max_relative_target
+from gemma3nvla_ros.ros import (
+    ExternalShutdownException,
+    Node,
+    ParameterDescriptor,
+    QoSProfile,
+    diagnostic_msgs,
+    rclpy,
+    sensor_msgs,
+)
+
+MAX_RECONNECT_BACKOFF_S = 5.0
+
+
+class StartupError(RuntimeError):
+    """Bring-up refused; the message tells the user what to do. The process exits non-zero."""
+
+
+class So101Bridge(Node):
+    def __init__(self, **kwargs) -> None:
+        super().__init__("so101_bridge", **kwargs)
+        self.port = self.declare_parameter("port", "/dev/ttyACM0").value
+        self.mode = self.declare_parameter("mode", "real").value
+        self.robot_id = self.declare_parameter("robot_id", "").value
+        self.calibration_file = self.declare_parameter("calibration_file", "").value
+        self.write_calibration = self.declare_parameter("write_calibration_to_motors", False).value
+        self.joint_names = list(self.declare_parameter("joint_names", list(SO101_MOTORS)).value)
+        self.motor_ids = [int(i) for i in self.declare_parameter("motor_ids", list(SO101_MOTORS.values())).value]
+        self.publish_rate = float(self.declare_parameter("publish_rate", 100.0).value)
+        # Float (all joints) or one value per joint, radians; 0 disables (LeRobot's None).
+        max_rel = self.declare_parameter(
+            "max_relative_target", 0.2, ParameterDescriptor(dynamic_typing=True)
+        ).value
+        self.command_timeout = float(self.declare_parameter("command_timeout", 0.5).value)
+        self.on_shutdown = self.declare_parameter("on_shutdown", "disable_torque").value
+        self.diagnostics_rate = float(self.declare_parameter("diagnostics_rate", 1.0).value)
+        self.bus_timeout_ms = float(self.declare_parameter("bus_timeout_ms", 50.0).value)
+        self.bus_retries = int(self.declare_parameter("bus_retries", 2).value)
+        self.sim_args = self.declare_parameter("sim_args", "").value
+
+        self._max_rel_param = max_rel
+
+        self.motors = dict(zip(self.joint_names, self.motor_ids))
+        self.bus: FeetechBus | None = None
+        self.sim = None
+        self.connected = False
+        self.fault = ""
+        self.commands_rejected = 0
+        self.goals_clamped = 0
+        self.goals_step_clamped = 0
+        self._last_present = None
+        self._next_reconnect_ns = 0
+        self._reconnect_backoff_s = 0.1
+        self._lock = threading.Lock()
+
+        self.joint_state_pub = self.create_publisher(sensor_msgs.msg.JointState, "joint_states", QoSProfile(depth=10))
+        self.diag_pub = self.create_publisher(diagnostic_msgs.msg.DiagnosticArray, "/diagnostics", QoSProfile(depth=10))
+
+    # -- bring-up -------------------------------------------------------------------------------------
+    def _validate_parameters(self) -> None:
+        if self.mode not in ("real", "sim"):
+            raise StartupError(f"mode must be 'real' or 'sim', not {self.mode!r}")
+        if self.on_shutdown not in ("disable_torque", "hold"):
+            raise StartupError(f"on_shutdown must be 'disable_torque' or 'hold', not {self.on_shutdown!r}")
+        if len(self.joint_names) != len(self.motor_ids) or len(set(self.joint_names)) != len(self.joint_names):
+            raise StartupError("joint_names and motor_ids must have the same length and unique names")
+        if self.publish_rate <= 0 or self.diagnostics_rate <= 0 or self.command_timeout <= 0:
+            raise StartupError("publish_rate, diagnostics_rate and command_timeout must be > 0")
+        try:
+            self.max_relative_target = parse_max_relative_target(self._max_rel_param, len(self.joint_names))
+        except (TypeError, ValueError) as exc:
+            raise StartupError(f"max_relative_target: {exc}") from exc
+
+    def start(self) -> None:
+        """Calibration, bus, configuration, torque. Raises StartupError (nothing moved)."""
+        log = self.get_logger()
+        self._validate_parameters()
+        self.cal_path, calibration = self._load_calibration()
+        self.ranges = units.JointRanges.from_calibration(calibration, self.joint_names)
+        self.calibration = calibration
+        if self.mode == "sim":
+            from gemma3nvla_ros.hardware.sim_bus import SimBusProcess
+
+            self.sim = SimBusProcess(shlex.split(self.sim_args), calibration_file=str(self.cal_path) if self.cal_path else None)
+            try:
+                self.port = self.sim.wait_for_port()
+            except RuntimeError as exc:
+                raise StartupError(str(exc)) from exc
+            log.info(f"simulated servo bus on {self.port}")
+        self.bus = FeetechBus(self.port, self.motors, timeout_ms=self.bus_timeout_ms, retries=self.bus_retries)
+        try:
+            self.bus.connect()
+            self._check_servo_calibration()
+            changes = self.bus.configure(gripper="gripper" if "gripper" in self.motors else None)
+            if changes:
+                log.info(f"configured servos (LeRobot settings): {', '.join(changes)}")
+            self.bus.enable_torque()
+        except BusError as exc:
+            raise StartupError(str(exc)) from exc
+        self.controller = ArmGoalController(
+            self.ranges,
+            max_relative_target=self.max_relative_target,
+            command_timeout_ns=int(self.command_timeout * 1e9),
+        )
+        self.connected = True
+        self.create_subscription(sensor_msgs.msg.JointState, "joint_commands", self._on_command, QoSProfile(depth=10))
+        self.create_timer(1.0 / self.publish_rate, self._on_control_timer)
+        self.create_timer(1.0 / self.diagnostics_rate, self._on_diagnostics_timer)
+        log.info(
+            f"SO-101 on {self.port}: torque on, holding position; calibration {self.cal_path or 'built-in example'}; "
+            f"{self.publish_rate:.0f} Hz"
+        )
+
+    def _load_calibration(self):
+        try:
+            path = resolve_calibration_path(self.robot_id, self.calibration_file)
+        except CalibrationError:
+            if self.mode != "sim":
+                raise
+            # Simulation without a calibration of its own: the example, also loaded into the sim servos.
+            self.get_logger().info("sim mode without a calibration file: using the built-in example calibration")
+            return None, parse_calibration(EXAMPLE_CALIBRATION, self.motors)
+        return Path(path), load_calibration(path, self.motors)
+
+    def _check_servo_calibration(self) -> None:
+        assert self.bus is not None
+        diffs = compare_with_servos(self.calibration, self.bus.read_calibration())
+        if not diffs:
+            return
+        if self.write_calibration:
+            self.get_logger().warn(f"writing calibration {self.cal_path} to the servos: {'; '.join(diffs)}")
+            self.bus.write_calibration(self.calibration)
+            return
+        raise StartupError(mismatch_message(diffs, self.cal_path or "<built-in example>", self.port, self.robot_id or "<robot_id>"))
+
+    # -- callbacks ------------------------------------------------------------------------------------
+    def _on_command(self, msg) -> None:
+        try:
+            cmd = validate_joint_command(msg.name, msg.position, self.joint_names)
+        except CommandRejected as exc:
+            self.commands_rejected += 1
+            self.get_logger().warn(f"rejected joint command, arm not moved: {exc}", throttle_duration_sec=1.0)
+            return
+        with self._lock:
+            if self._last_present is None:
+                self.commands_rejected += 1
+                self.get_logger().warn("joint command before the first servo read: ignored", throttle_duration_sec=1.0)
+                return
+            self.controller.on_command(cmd.positions, self.get_clock().now().nanoseconds, self._last_present)
+
+    def _on_control_timer(self) -> None:
+        now_ns = self.get_clock().now().nanoseconds
+        if not self.connected:
+            self._try_reconnect(now_ns)
+            return
+        assert self.bus is not None
+        try:
+            present = self.bus.read_positions()
+        except BusPortError as exc:
+            self._port_lost(exc, now_ns)
+            return
+        except BusError as exc:
+            # No fresh position: publish nothing stale and write nothing (cannot clamp without it).
+            self.fault = str(exc)
+            self.get_logger().warn(f"servo read failed: {exc}", throttle_duration_sec=1.0)
+            return
+        stamp = self.get_clock().now()
+        self.fault = ""
+        msg = sensor_msgs.msg.JointState()
+        msg.header.stamp = stamp.to_msg()
+        msg.name = list(self.joint_names)
+        msg.position = units.ticks_to_radians(present, self.ranges).tolist()
+        self.joint_state_pub.publish(msg)
+
+        with self._lock:
+            self._last_present = present
+            result = self.controller.cycle(present, stamp.nanoseconds)
+        if result.goals is None:
+            return
+        if result.step_clamped:
+            self.goals_step_clamped += 1  # normal when a target is far: counted, not logged
+        if result.range_clamped:
+            self.goals_clamped += 1
+            self.get_logger().warn(
+                f"command outside the calibrated range for {result.range_clamped}: clamped",
+                throttle_duration_sec=2.0,
+            )
+        try:
+            self.bus.write_goals(dict(zip(self.joint_names, result.goals.tolist())))
+        except BusPortError as exc:
+            self._port_lost(exc, now_ns)
+        except BusError as exc:
+            self.fault = str(exc)
+
+    def _port_lost(self, exc: Exception, now_ns: int) -> None:
+        self.connected = False
+        self.fault = str(exc)
+        with self._lock:
+            # The arm may move while we are blind (power cut, someone pushes it): forget the old
+            # position and target; after reconnecting it holds wherever it then is.
+            self.controller.reset()
+            self._last_present = None
+        self._reconnect_backoff_s = 0.1
+        self._next_reconnect_ns = now_ns + int(self._reconnect_backoff_s * 1e9)
+        self.get_logger().error(f"servo bus lost: {exc}; reconnecting")
+
+    def _try_reconnect(self, now_ns: int) -> None:
+        if now_ns < self._next_reconnect_ns or self.bus is None:
+            return
+        try:
+            self.bus.connect()
+            diffs = compare_with_servos(self.calibration, self.bus.read_calibration())
+            if diffs:
+                raise BusError("calibration changed while disconnected: " + "; ".join(diffs))
+            self.bus.enable_torque()  # goal = present first: no jump after the reconnect
+        except BusError as exc:
+            self.bus.close()
+            self.fault = f"reconnect failed: {exc}"
+            self._reconnect_backoff_s = min(MAX_RECONNECT_BACKOFF_S, self._reconnect_backoff_s * 2)
+            self._next_reconnect_ns = now_ns + int(self._reconnect_backoff_s * 1e9)
+            self.get_logger().warn(self.fault, throttle_duration_sec=5.0)
+            return
+        self.connected = True
+        self.fault = ""
+        self.get_logger().info("servo bus reconnected; holding position")
+
+    def _on_diagnostics_timer(self) -> None:
+        assert self.bus is not None
+        if self.connected:
+            try:
+                self.bus.read_diagnostics()
+            except BusPortError as exc:
+                self._port_lost(exc, self.get_clock().now().nanoseconds)
+            except BusError:
+                pass  # read_diagnostics already isolates failing motors; counters show it
+        hw = f"so101:{self.port}"
+        statuses = [
+            diag.bus_status(
+                self.bus.counters,
+                prefix=self.get_name(),
+                hardware_id=hw,
+                connected=self.connected,
+                fault=self.fault,
+                extra={
+                    "port": self.port,
+                    "mode": self.mode,
+                    "watchdog": self.controller.state.value,
+                    "commands_accepted": self.controller.commands_accepted,
+                    "commands_rejected": self.commands_rejected,
+                    "goals_range_clamped": self.goals_clamped,
+                    "goals_step_clamped": self.goals_step_clamped,
+                    "calibration": self.cal_path or "built-in example",
+                },
+            )
+        ]
+        statuses += [diag.motor_status(h, hw, self.get_name()) for h in self.bus.health.values()]
+        out = diag.to_diagnostic_array(statuses, self.get_clock().now().to_msg(), diagnostic_msgs.msg)
+        self.diag_pub.publish(out)
+
+    # -- shutdown -------------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Torque per on_shutdown, close the port, stop the simulator. Never raises."""
+        if self.bus is not None and self.connected:
+            try:
+                if self.on_shutdown == "disable_torque":
+                    self.bus.disable_torque()
+                    self.get_logger().info("torque disabled (on_shutdown=disable_torque): the arm is limp")
+                else:
+                    present = self.bus.read_positions()
+                    self.bus.write_goals(dict(zip(self.joint_names, units.ticks_to_goal(present).tolist())))
+                    self.get_logger().info("holding position with torque on (on_shutdown=hold)")
+            except BusError as exc:
+                self.get_logger().error(f"shutdown torque handling failed: {exc}")
+        if self.bus is not None:
+            self.bus.close()
+        if self.sim is not None:
+            self.sim.stop()
+
+
+def main(args: list[str] | None = None) -> int:
+    # Explicit sys.argv: what rclpy does for args=None; the built-in runtime needs it spelled out.
+    rclpy.init(args=sys.argv if args is None else args)
+    node = None
+    code = 0
+    try:
+        node = So101Bridge()
+        node.start()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except (StartupError, CalibrationError) as exc:
+        if node is not None:
+            node.get_logger().fatal(str(exc))
+        else:
+            print(f"[so101_bridge] FATAL: {exc}", file=sys.stderr, flush=True)
+        code = 2
+    finally:
+        if node is not None:
+            node.close()
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

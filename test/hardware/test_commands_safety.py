@@ -1,0 +1,120 @@
+"""Command validation, goal clamping and the watchdog (the bridge's pure logic)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from gemma3nvla_ros.control import units
+from gemma3nvla_ros.hardware.calibration import EXAMPLE_CALIBRATION, SO101_MOTORS
+from gemma3nvla_ros.hardware.commands import CommandRejected, validate_joint_command
+from gemma3nvla_ros.hardware.safety import ArmGoalController, WatchdogState, parse_max_relative_target
+
+NAMES = list(SO101_MOTORS)
+RANGES = units.JointRanges.from_calibration(EXAMPLE_CALIBRATION, NAMES)
+MS = 1_000_000
+
+
+@pytest.mark.parametrize(
+    "names,positions,needle",
+    [
+        ([], [], "no joint names"),
+        (["gripper"], [0.1, 0.2], "1 names but 2 positions"),
+        (["gripper", "elbow_flex"], [0.1], "2 names but 1 positions"),
+        (["gripper", "gripper"], [0.1, 0.2], "duplicate joint names ['gripper']"),
+        (["elbow"], [0.0], "unknown joint names ['elbow']"),
+        (["elbow_flex", "wrist_flex"], [0.0, math.nan], "non-finite positions for ['wrist_flex']"),
+        (["elbow_flex"], [math.inf], "non-finite"),
+        (["elbow_flex"], [-math.inf], "non-finite"),
+    ],
+)
+def test_bad_commands_rejected_whole(names, positions, needle):
+    with pytest.raises(CommandRejected) as exc:
+        validate_joint_command(names, positions, NAMES)
+    assert needle in str(exc.value)
+
+
+def test_subset_command_accepted():
+    cmd = validate_joint_command(["gripper", "shoulder_pan"], [0.1, -0.2], NAMES)
+    assert cmd.positions == {"gripper": 0.1, "shoulder_pan": -0.2}
+
+
+def test_max_relative_target_parsing():
+    assert parse_max_relative_target(0.0, 6) is None
+    assert parse_max_relative_target([], 6) is None
+    np.testing.assert_array_equal(parse_max_relative_target(0.1, 6), np.full(6, 0.1))
+    assert parse_max_relative_target([0.1] * 6, 6).shape == (6,)
+    for bad in ([0.1] * 5, -0.1, [0.1, 0.1, 0.1, 0.1, 0.1, -1.0], math.nan):
+        with pytest.raises(ValueError):
+            parse_max_relative_target(bad, 6)
+
+
+def _controller(max_rel=0.05, timeout_ms=200):
+    return ArmGoalController(RANGES, max_relative_target=parse_max_relative_target(max_rel, 6), command_timeout_ns=timeout_ms * MS)
+
+
+def test_idle_writes_nothing():
+    ctl = _controller()
+    result = ctl.cycle(RANGES.mid, 0)
+    assert result.goals is None and result.state is WatchdogState.IDLE
+
+
+def test_goal_steps_by_max_relative_target_and_untouched_joints_hold():
+    ctl = _controller(max_rel=0.05)
+    present = RANGES.mid.copy()
+    ctl.on_command({"elbow_flex": 1.0}, 0, present)
+    result = ctl.cycle(present, 10 * MS)
+    step = 0.05 / units.RAD_PER_TICK
+    i = NAMES.index("elbow_flex")
+    assert result.goals[i] == round(present[i] + step)
+    others = [j for j in range(6) if j != i]
+    np.testing.assert_array_equal(result.goals[others], np.rint(present[others]))
+    assert result.step_clamped == ["elbow_flex"]
+
+
+def test_goal_clamped_to_calibrated_range():
+    ctl = _controller(max_rel=0.0)  # per-step clamp off: only the range clamp acts
+    present = RANGES.mid.copy()
+    ctl.on_command({"wrist_flex": 100.0, "gripper": -100.0}, 0, present)
+    result = ctl.cycle(present, MS)
+    assert result.goals[NAMES.index("wrist_flex")] == EXAMPLE_CALIBRATION["wrist_flex"]["range_max"]
+    assert result.goals[NAMES.index("gripper")] == EXAMPLE_CALIBRATION["gripper"]["range_min"]
+    assert set(result.range_clamped) == {"wrist_flex", "gripper"}
+
+
+def test_command_in_range_reaches_target_exactly():
+    ctl = _controller(max_rel=0.0)
+    present = RANGES.mid.copy()
+    target_rad = {n: 0.1 for n in NAMES}
+    ctl.on_command(target_rad, 0, present)
+    goals = ctl.cycle(present, MS).goals
+    np.testing.assert_allclose(units.ticks_to_radians(goals, RANGES), 0.1, atol=units.RAD_PER_TICK)
+
+
+def test_watchdog_latches_present_once_then_writes_nothing():
+    ctl = _controller(timeout_ms=200)
+    present = RANGES.mid.copy()
+    ctl.on_command({"elbow_flex": 0.5}, 0, present)
+    assert ctl.cycle(present, 100 * MS).state is WatchdogState.ACTIVE
+    moved = present + 7.0
+    result = ctl.cycle(moved, 250 * MS)  # > 200 ms since the last command
+    assert result.state is WatchdogState.HOLDING
+    np.testing.assert_array_equal(result.goals, np.rint(moved))  # stop where it is: no jump
+    sagged = moved - 3.0
+    assert ctl.cycle(sagged, 260 * MS).goals is None  # latched, not re-read: no ratcheting
+    # A new command resumes from the latched hold, stepping again.
+    ctl.on_command({"gripper": 0.2}, 300 * MS, None)
+    result = ctl.cycle(sagged, 301 * MS)
+    assert result.state is WatchdogState.ACTIVE
+    i = NAMES.index("elbow_flex")
+    assert abs(result.goals[i] - moved[i]) <= 0.05 / units.RAD_PER_TICK + 1
+
+
+def test_reset_goes_idle():
+    ctl = _controller()
+    ctl.on_command({"gripper": 0.0}, 0, RANGES.mid)
+    ctl.reset()
+    assert ctl.cycle(RANGES.mid, MS).goals is None
+    with pytest.raises(ValueError):
+        ctl.on_command({"gripper": 0.0}, 0, None)

@@ -1,0 +1,61 @@
+"""Diagnostics content: levels and values per motor, bus and camera."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from gemma3nvla_ros.hardware import diagnostics as diag
+from gemma3nvla_ros.hardware.feetech_bus import BusCounters, MotorHealth
+from gemma3nvla_ros.hardware.scs_protocol import ERRBIT_OVERLOAD
+
+
+def _health(**kw):
+    h = MotorHealth("elbow_flex", 3, voltage_v=12.0, temperature_c=35, status=0, current_a=0.1)
+    for k, v in kw.items():
+        setattr(h, k, v)
+    return h
+
+
+def test_motor_levels():
+    assert diag.motor_status(_health(), "hw", "br").level == diag.OK
+    s = diag.motor_status(_health(temperature_c=62), "hw", "br")
+    assert s.level == diag.WARN and "temperature 62 C" in s.message
+    assert diag.motor_status(_health(temperature_c=71), "hw", "br").level == diag.ERROR
+    s = diag.motor_status(_health(status=ERRBIT_OVERLOAD), "hw", "br")
+    assert s.level == diag.ERROR and "overload" in s.message and s.values["status_bits"] == "overload"
+    s = diag.motor_status(_health(consecutive_failures=3, no_reply=3), "hw", "br")
+    assert s.level == diag.ERROR and "not answering" in s.message and s.values["no_reply"] == "3"
+    assert diag.motor_status(_health(voltage_v=5.0), "hw", "br").level == diag.WARN
+    s = diag.motor_status(MotorHealth("gripper", 6), "hw", "br")  # never read yet
+    assert s.level == diag.OK and s.values["voltage_V"] == "unknown"
+    assert s.name == "br: motor gripper (id 6)"
+
+
+def test_bus_levels_and_counters():
+    c = BusCounters(transactions=10, retries=2, no_reply=1, bad_checksum=1)
+    ok = diag.bus_status(c, prefix="br", hardware_id="hw", connected=True, fault="", extra={"watchdog": "idle"})
+    assert ok.level == diag.OK and ok.values["retries"] == "2" and ok.values["watchdog"] == "idle"
+    assert diag.bus_status(c, prefix="br", hardware_id="hw", connected=True, fault="read failed", extra={}).level == diag.WARN
+    lost = diag.bus_status(c, prefix="br", hardware_id="hw", connected=False, fault="port gone", extra={})
+    assert lost.level == diag.ERROR and lost.message == "port gone"
+
+
+def test_camera_levels():
+    kw = dict(node="n", camera="front", source="device:0", last_error="", configured_fps=30.0, values={})
+    assert diag.camera_status(connected=True, ended=False, measured_fps=29.0, frames=100, **kw).level == diag.OK
+    assert diag.camera_status(connected=True, ended=False, measured_fps=9.0, frames=100, **kw).level == diag.WARN
+    s = diag.camera_status(connected=False, ended=False, measured_fps=0.0, frames=100, **{**kw, "last_error": "gone"})
+    assert s.level == diag.ERROR and "gone" in s.message
+
+
+def test_to_diagnostic_array_with_stand_in_message_classes():
+    class Msg(SimpleNamespace):
+        pass
+
+    msgs = SimpleNamespace(
+        DiagnosticArray=lambda: Msg(header=Msg(stamp=None), status=[]),
+        DiagnosticStatus=lambda: Msg(),
+        KeyValue=lambda key, value: Msg(key=key, value=value),
+    )
+    arr = diag.to_diagnostic_array([diag.Status("a", diag.ERROR, "m", "hw", {"k": "v"})], "stamp", msgs)
+    (status,) = arr.status
+    assert status.level == b"\x02" and status.values[0].key == "k" and arr.header.stamp == "stamp"

@@ -1,0 +1,147 @@
+"""FeetechBus over scservo_sdk against the simulated bus: connect, configure, calibration, torque,
+sync read/write, and every injected fault retried, counted and attributed to its motor."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from gemma3nvla_ros.hardware.calibration import EXAMPLE_CALIBRATION, SO101_MOTORS, compare_with_servos, parse_calibration
+from gemma3nvla_ros.hardware.feetech_bus import BusError, BusPortError, FeetechBus, MotorsMissingError
+from gemma3nvla_ros.hardware.sts3215 import ARM_CONFIG, GRIPPER_CONFIG
+
+
+def test_connect_reports_missing_ids(sim):
+    sim.bus.set_faults(3, dead=True)
+    sim.bus.set_faults(5, dead=True)
+    bus = FeetechBus(sim.port, SO101_MOTORS, timeout_ms=20.0, retries=1)
+    with pytest.raises(MotorsMissingError) as exc:
+        bus.connect()
+    msg = str(exc.value)
+    assert "3 (elbow_flex)" in msg and "5 (wrist_roll)" in msg and "1 (" not in msg
+    assert "power supply" in msg
+    bus.close()
+
+
+def test_open_bad_port_is_clear():
+    bus = FeetechBus("/dev/does-not-exist-so101", SO101_MOTORS)
+    with pytest.raises(BusPortError, match="Cannot open servo bus port '/dev/does-not-exist-so101'"):
+        bus.open()
+
+
+def test_servo_calibration_matches_file(feetech):
+    assert compare_with_servos(parse_calibration(EXAMPLE_CALIBRATION), feetech.read_calibration()) == []
+
+
+def test_write_calibration_then_read_back(feetech, sim):
+    cal = parse_calibration(EXAMPLE_CALIBRATION)
+    from dataclasses import replace
+    changed = {**cal, "gripper": replace(cal["gripper"], homing_offset=-100, range_max=3000)}
+    feetech.write_calibration(changed)
+    assert compare_with_servos(changed, feetech.read_calibration()) == []
+    assert sim.bus.servo(6).homing_offset == -100
+
+
+def test_configure_writes_only_differences_then_nothing(feetech, sim):
+    changes = feetech.configure()
+    assert "gripper.Max_Torque_Limit=500" in changes and "shoulder_pan.P_Coefficient=16" in changes
+    for servo in sim.bus.servos:
+        for reg, value in ARM_CONFIG.items():
+            assert servo.peek(reg) == value
+    assert sim.bus.servo(6).peek("Protection_Current") == GRIPPER_CONFIG["Protection_Current"]
+    assert sim.bus.servo(1).peek("Max_Torque_Limit") == 1000  # only the gripper is limited
+    assert feetech.configure() == []
+
+
+def test_enable_torque_holds_position_no_jump(feetech, sim, clock):
+    sim.bus.servo(2).push_to(1500.0)  # someone moved the limp arm; stale goal elsewhere
+    feetech.enable_torque()
+    assert all(feetech.torque_enabled().values())
+    assert {s.peek("Lock") for s in sim.bus.servos} == {1}
+    clock.advance(1.0)
+    assert feetech.read_positions()[1] == 1500  # held, did not drive back to the old goal
+    feetech.disable_torque()
+    assert not any(feetech.torque_enabled().values())
+    assert {s.peek("Lock") for s in sim.bus.servos} == {0}
+
+
+def test_sync_write_goals_moves_and_sync_read_follows(feetech, clock):
+    feetech.enable_torque()
+    start = feetech.read_positions()
+    goals = {n: int(p) + 100 for n, p in zip(feetech.names, start)}
+    feetech.write_goals(goals)
+    time.sleep(0.05)
+    clock.advance(0.5)
+    np.testing.assert_array_equal(feetech.read_positions(), start + 100)
+
+
+def test_dropped_reply_is_retried_and_counted(feetech, sim):
+    sim.bus.set_faults(4, drop_next=1)
+    feetech.read_positions()
+    assert feetech.counters.no_reply == 1 and feetech.counters.retries == 1 and feetech.counters.failed == 0
+    assert feetech.health["wrist_flex"].no_reply == 1
+    assert feetech.health["wrist_flex"].consecutive_failures == 0  # recovered
+
+
+def test_corrupted_checksum_is_retried_and_counted(feetech, sim):
+    sim.bus.set_faults(2, corrupt_next=1)
+    feetech.read_positions()
+    assert feetech.counters.bad_checksum == 1 and feetech.counters.failed == 0
+    assert feetech.health["shoulder_lift"].bad_checksum == 1
+
+
+def test_stale_bytes_do_not_leak_into_the_next_read(feetech, sim):
+    # Motor 2's reply is corrupted mid sync-read: replies of 3..6 are left unread in the buffer.
+    sim.bus.set_faults(2, corrupt_next=3)
+    with pytest.raises(BusError):
+        feetech.read_positions()
+    # A later single read of motor 5 must get a fresh answer, not the stale Present_Position.
+    assert feetech.read("wrist_roll", "Acceleration") == sim.bus.servo(5).peek("Acceleration")
+
+
+def test_dead_motor_fails_after_retries_and_is_named(feetech, sim):
+    sim.bus.set_faults(3, dead=True)
+    with pytest.raises(BusError) as exc:
+        feetech.read_positions()
+    assert exc.value.motor == "elbow_flex"
+    assert feetech.counters.failed == 1 and feetech.counters.no_reply == 3  # 1 try + 2 retries
+    assert feetech.health["elbow_flex"].consecutive_failures == 3
+    # Diagnostics still refresh the motors that answer and leave the dead one unknown.
+    health = feetech.read_diagnostics()
+    assert health["shoulder_pan"].voltage_v == pytest.approx(12.0)
+    assert health["elbow_flex"].voltage_v is None
+    sim.bus.set_faults(3, dead=False)
+    feetech.read_positions()
+    assert feetech.health["elbow_flex"].consecutive_failures == 0
+
+
+def test_diagnostics_values_and_alarm_bits(feetech, sim):
+    from gemma3nvla_ros.hardware.scs_protocol import ERRBIT_OVERHEAT
+
+    sim.bus.servo(6).temperature_c = 66
+    sim.bus.servo(6).voltage_dv = 74
+    sim.bus.servo(6).set_alarm(ERRBIT_OVERHEAT)
+    health = feetech.read_diagnostics()["gripper"]
+    assert (health.temperature_c, health.voltage_v, health.status) == (66, pytest.approx(7.4), ERRBIT_OVERHEAT)
+    assert health.error_bits == ERRBIT_OVERHEAT  # from the status packets themselves
+    assert health.current_a is not None
+
+
+def test_port_vanishing_raises_port_error(sim):
+    bus = FeetechBus(sim.port, SO101_MOTORS, timeout_ms=20.0)
+    bus.connect()
+    sim.stop()
+    with pytest.raises(BusPortError):
+        for _ in range(3):
+            bus.read_positions()
+    bus.close()
+
+
+def test_second_opener_of_the_same_port_is_refused(feetech, sim):
+    other = FeetechBus(sim.port, SO101_MOTORS)
+    with pytest.raises(BusPortError, match="in use by another process"):
+        other.open()
+    feetech.close()
+    other.open()  # free again once the first closed it
+    other.close()

@@ -1,0 +1,305 @@
+"""so101_bridge as a real process over DDS, on the simulated bus (through the pty and scservo_sdk)."""
+from __future__ import annotations
+
+import json
+import math
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import scservo_sdk as scs
+
+from gemma3nvla_ros.hardware.calibration import EXAMPLE_CALIBRATION
+
+from .conftest import REPO, spin_for, spin_until
+
+BRIDGE = "gemma3nvla_ros.nodes.so101_bridge"
+NAMES = list(EXAMPLE_CALIBRATION)
+EXAMPLE_FILE = str(REPO / "config" / "calibration" / "so101_follower_example.json")
+
+
+class Arm:
+    """Listener side: latest joint state by name, diagnostics, a command publisher."""
+
+    def __init__(self, node):
+        from gemma3nvla_ros.ros import QoSProfile, diagnostic_msgs, sensor_msgs
+
+        self.node, self.states, self.diags = node, [], []
+        self._msg = sensor_msgs.msg.JointState
+        node.create_subscription(sensor_msgs.msg.JointState, "joint_states", self.states.append, QoSProfile(depth=50))
+        node.create_subscription(diagnostic_msgs.msg.DiagnosticArray, "/diagnostics", self.diags.append, QoSProfile(depth=50))
+        self.pub = node.create_publisher(sensor_msgs.msg.JointState, "joint_commands", QoSProfile(depth=10))
+
+    def positions(self) -> dict[str, float]:
+        last = self.states[-1]
+        return dict(zip(last.name, last.position))
+
+    def command(self, names, positions):
+        msg = self._msg()
+        msg.name = list(names)
+        msg.position = [float(p) for p in positions]
+        self.pub.publish(msg)
+
+    def bus_value(self, key: str) -> str | None:
+        for array in reversed(self.diags):
+            for status in array.status:
+                if status.name.endswith("servo bus"):
+                    return {kv.key: kv.value for kv in status.values}.get(key)
+        return None
+
+
+@pytest.fixture
+def arm(listener):
+    return Arm(listener)
+
+
+def _wait_states(ros, arm, proc):
+    ok = spin_until(ros, arm.node, lambda: len(arm.states) >= 5, 30.0)
+    assert ok, f"no joint_states from the bridge:\n{proc.output}"
+
+
+def test_joint_states_follow_commands(ros, arm, start_node):
+    proc = start_node(BRIDGE, "-p", "mode:=sim", "-p", "max_relative_target:=0.05", name="bridge")
+    _wait_states(ros, arm, proc)
+    first = arm.states[-1]
+    assert list(first.name) == NAMES and len(first.position) == 6
+    assert all(abs(p) < 0.01 for p in first.position)  # the sim rests mid-range = 0 rad
+    assert first.header.stamp.sec > 0
+    stamps = [s.header.stamp.sec * 10**9 + s.header.stamp.nanosec for s in arm.states]
+    assert stamps == sorted(stamps)
+
+    target = {"elbow_flex": 0.4, "gripper": -0.2}  # a subset is fine; the others hold
+    reached = spin_until(
+        ros, arm.node,
+        lambda: (arm.command(target, target.values()) or True)
+        and all(abs(arm.positions()[n] - v) < 0.01 for n, v in target.items()),
+        20.0,
+    )
+    assert reached, f"arm did not reach {target}: {arm.positions()}\n{proc.output}"
+    assert abs(arm.positions()["shoulder_pan"]) < 0.01
+    assert proc.proc.poll() is None
+
+
+def test_bad_commands_never_move_the_arm(ros, arm, start_node):
+    proc = start_node(BRIDGE, "-p", "mode:=sim", "-p", "diagnostics_rate:=5.0", name="bridge")
+    _wait_states(ros, arm, proc)
+    before = arm.positions()
+    bad = [
+        (["elbow_flex"], [math.nan]),
+        (["elbow_flex", "gripper"], [0.5, math.inf]),
+        (["elbow_flex", "elbow_flex"], [0.5, 0.5]),
+        (["elbo_flex"], [0.5]),
+        (["elbow_flex", "gripper"], [0.5]),
+        ([], []),
+    ]
+    for names, positions in bad:
+        arm.command(names, positions)
+        spin_for(ros, arm.node, 0.1)
+    spin_for(ros, arm.node, 1.0)
+    after = arm.positions()
+    assert all(abs(after[n] - before[n]) < 0.005 for n in NAMES), (before, after)
+    assert spin_until(ros, arm.node, lambda: (arm.bus_value("commands_rejected") or "0") == str(len(bad)), 5.0)
+    assert arm.bus_value("commands_accepted") == "0"
+    assert "rejected joint command, arm not moved" in proc.output
+
+
+def test_watchdog_holds_when_commands_stop(ros, arm, start_node):
+    proc = start_node(
+        BRIDGE, "-p", "mode:=sim", "-p", "command_timeout:=0.3", "-p", "max_relative_target:=0.01",
+        "-p", "diagnostics_rate:=5.0", name="bridge",
+    )
+    _wait_states(ros, arm, proc)
+    # A far target approached at <= 0.01 rad per 100 Hz cycle: commands stop long before it is reached.
+    spin_for(ros, arm.node, 0.5, each=lambda: arm.command(["shoulder_pan"], [1.2]))
+    moving = arm.positions()["shoulder_pan"]
+    assert 0.02 < moving < 1.0, moving
+    spin_for(ros, arm.node, 1.0)  # > command_timeout: the watchdog latched
+    held = arm.positions()["shoulder_pan"]
+    spin_for(ros, arm.node, 1.0)
+    assert abs(arm.positions()["shoulder_pan"] - held) < 0.003  # holds, no creeping on, no jump
+    assert held < 1.0
+    assert spin_until(ros, arm.node, lambda: arm.bus_value("watchdog") == "holding", 5.0)
+
+
+@pytest.fixture
+def standalone_sim(tmp_path):
+    """sim_servo_bus as its own process, so the servos outlive the bridge and can be inspected."""
+    procs = []
+
+    def start(*extra: str, calibration: str | None = None, link: str | None = None):
+        link = link or tmp_path / f"arm{len(procs)}"
+        cmd = [sys.executable, "-m", "gemma3nvla_ros.hardware.sim_bus", "--link", str(link), "--exit-on-stdin-eof"]
+        if calibration:
+            cmd += ["--calibration", calibration]
+        proc = subprocess.Popen([*cmd, *extra], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        procs.append(proc)
+        assert proc.stdout.readline().strip() == str(link)
+        return str(link)
+
+    start.procs = procs
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.stdin.close()
+            proc.wait(timeout=10)
+
+
+def _registers(port: str, address: int) -> list[int]:
+    ph = scs.PortHandler(port)
+    assert ph.openPort()
+    pk = scs.PacketHandler(0)
+    values = [pk.read2ByteTxRx(ph, i, address)[0] for i in range(1, 7)]
+    ph.closePort()
+    return values
+
+
+def _torque(port: str) -> list[int]:
+    ph = scs.PortHandler(port)
+    assert ph.openPort()
+    pk = scs.PacketHandler(0)
+    values = [pk.read1ByteTxRx(ph, i, 40)[0] for i in range(1, 7)]
+    ph.closePort()
+    return values
+
+
+@pytest.mark.parametrize(
+    "on_shutdown,sig,expected",
+    [("disable_torque", signal.SIGINT, [0] * 6), ("disable_torque", signal.SIGTERM, [0] * 6), ("hold", signal.SIGINT, [1] * 6)],
+)
+def test_shutdown_torque_handling(ros, arm, start_node, standalone_sim, on_shutdown, sig, expected):
+    port = standalone_sim()
+    assert _torque(port) == [0] * 6
+    proc = start_node(
+        BRIDGE, "-p", f"port:={port}", "-p", f"calibration_file:={EXAMPLE_FILE}", "-p", f"on_shutdown:={on_shutdown}",
+        name="bridge",
+    )
+    _wait_states(ros, arm, proc)
+    # (No bus reads from here while the bridge runs: two openers of one serial port steal each
+    # other's replies, on a pty as on a real adapter.)
+    assert proc.stop(sig=sig) == 0, proc.output
+    assert _torque(port) == expected, proc.output
+    if on_shutdown == "hold":  # held where it was: goal == present, nothing left to move to
+        goals, present = _registers(port, 42), _registers(port, 56)
+        assert all(abs(g - p) <= 1 for g, p in zip(goals, present)), (goals, present)
+
+
+def test_missing_calibration_refuses_with_instructions(start_node, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_LEROBOT_CALIBRATION", str(tmp_path / "nothing"))
+    proc = start_node(BRIDGE, "-p", "port:=/dev/null", "-p", "robot_id:=my_arm", name="bridge")
+    assert proc.wait_exit() == 2
+    out = proc.output
+    assert "No calibration for robot_id 'my_arm'" in out
+    assert "lerobot-calibrate --robot.type=so101_follower" in out and "--robot.id=my_arm" in out
+
+
+def test_mismatched_calibration_refuses_to_move(start_node, standalone_sim, tmp_path):
+    other = {k: dict(v) for k, v in EXAMPLE_CALIBRATION.items()}
+    other["wrist_flex"]["homing_offset"] += 100
+    servo_cal = tmp_path / "servo.json"
+    servo_cal.write_text(json.dumps(other))
+    port = standalone_sim(calibration=str(servo_cal))
+    proc = start_node(BRIDGE, "-p", f"port:={port}", "-p", f"calibration_file:={EXAMPLE_FILE}", "-p", "robot_id:=arm7", name="bridge")
+    assert proc.wait_exit() == 2
+    out = proc.output
+    assert "does not match the servo memory" in out and "wrist_flex.homing_offset: file 64, servo 164" in out
+    assert f"--robot.port={port} --robot.id=arm7" in out and "Refusing to move" in out
+    assert _torque(port) == [0] * 6  # nothing was enabled
+
+
+def test_write_calibration_to_motors_fixes_mismatch(ros, arm, start_node, standalone_sim, tmp_path):
+    other = {k: dict(v) for k, v in EXAMPLE_CALIBRATION.items()}
+    other["gripper"]["range_max"] -= 50
+    servo_cal = tmp_path / "servo.json"
+    servo_cal.write_text(json.dumps(other))
+    port = standalone_sim(calibration=str(servo_cal))
+    proc = start_node(
+        BRIDGE, "-p", f"port:={port}", "-p", f"calibration_file:={EXAMPLE_FILE}", "-p", "write_calibration_to_motors:=true",
+        name="bridge",
+    )
+    _wait_states(ros, arm, proc)
+    assert "writing calibration" in proc.output and "gripper.range_max" in proc.output
+    assert proc.stop() == 0
+    assert _registers(port, 11)[5] == EXAMPLE_CALIBRATION["gripper"]["range_max"]
+
+
+def test_missing_motor_at_start_is_named(start_node):
+    proc = start_node(BRIDGE, "-p", "mode:=sim", "-p", "sim_args:=--dead 3", "-p", "bus_timeout_ms:=10.0", name="bridge")
+    assert proc.wait_exit() == 2
+    assert "no answer from motor ids 3 (elbow_flex)" in proc.output
+
+
+def test_bus_faults_are_retried_counted_and_reported(ros, arm, start_node):
+    proc = start_node(
+        BRIDGE, "-p", "mode:=sim", "-p", "sim_args:=--drop-probability 0.03 --corrupt-probability 0.03 --seed 3",
+        "-p", "bus_timeout_ms:=10.0", "-p", "bus_retries:=3", "-p", "diagnostics_rate:=5.0", name="bridge",
+    )
+    _wait_states(ros, arm, proc)
+    assert spin_until(
+        ros, arm.node,
+        lambda: int(arm.bus_value("no_reply") or 0) > 0 and int(arm.bus_value("bad_checksum") or 0) > 0,
+        30.0,
+    ), proc.output
+    n = len(arm.states)
+    spin_for(ros, arm.node, 1.0)
+    assert len(arm.states) > n  # still publishing
+    assert int(arm.bus_value("retries")) > 0
+    assert proc.proc.poll() is None
+
+
+def test_motor_dying_at_runtime_is_reported_and_recovers(ros, arm, start_node):
+    """A motor stops answering mid-run: no stale joint_states, ERROR on /diagnostics naming it, the
+    node lives on; when it answers again, publishing resumes where the arm is (no jump)."""
+    proc = start_node(
+        BRIDGE, "-p", "mode:=sim", "-p", "sim_args:=--dead-between 3:4.0:7.0", "-p", "bus_timeout_ms:=10.0",
+        "-p", "diagnostics_rate:=5.0", name="bridge",
+    )
+    _wait_states(ros, arm, proc)
+    before = arm.positions()
+
+    def motor_level(name: str) -> int | None:
+        for array in reversed(arm.diags):
+            for status in array.status:
+                if f"motor {name} " in status.name:
+                    return status.level[0]
+        return None
+
+    assert spin_until(ros, arm.node, lambda: motor_level("elbow_flex") == 2, 20.0), proc.output
+    n = len(arm.states)
+    spin_for(ros, arm.node, 0.5)
+    assert len(arm.states) - n <= 2  # nothing (stale) published while a motor is silent
+    assert int(arm.bus_value("failed_after_retries")) > 0
+    assert proc.proc.poll() is None
+    assert spin_until(ros, arm.node, lambda: motor_level("elbow_flex") == 0 and len(arm.states) > n + 20, 20.0), proc.output
+    after = arm.positions()
+    assert all(abs(after[k] - before[k]) < 0.005 for k in NAMES)
+
+
+def test_port_loss_reconnects_and_holds(ros, arm, start_node, standalone_sim, tmp_path):
+    """The adapter vanishes (simulator process exits) and comes back on the same path."""
+    link = str(tmp_path / "ttyARM")
+    standalone_sim(link=link)
+    proc = start_node(
+        BRIDGE, "-p", f"port:={link}", "-p", f"calibration_file:={EXAMPLE_FILE}", "-p", "diagnostics_rate:=5.0",
+        name="bridge",
+    )
+    _wait_states(ros, arm, proc)
+    first = standalone_sim.procs[0]
+    first.stdin.close()
+    first.wait(timeout=10)
+
+    def bus_level() -> int | None:
+        for array in reversed(arm.diags):
+            for status in array.status:
+                if status.name.endswith("servo bus"):
+                    return status.level[0]
+        return None
+
+    assert spin_until(ros, arm.node, lambda: bus_level() == 2, 20.0), proc.output
+    assert "servo bus lost" in proc.output and proc.proc.poll() is None
+    standalone_sim(link=link)  # plugged back in (fresh servos at the homed pose)
+    n = len(arm.states)
+    assert spin_until(ros, arm.node, lambda: len(arm.states) > n + 20 and bus_level() == 0, 30.0), proc.output
+    assert "servo bus reconnected" in proc.output
+    assert all(abs(v) < 0.01 for v in arm.positions().values())

@@ -45,6 +45,7 @@ if _use_rclpy:
     from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
     from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
     from rclpy.duration import Duration
+    from rclpy.exceptions import ParameterNotDeclaredException
     from rclpy.executors import (
         ExternalShutdownException,
         MultiThreadedExecutor,
@@ -85,7 +86,7 @@ else:
         trajectory_msgs,
     )
     from gemma3nvla_ros.runtime.node import Node
-    from gemma3nvla_ros.runtime.parameter import Parameter
+    from gemma3nvla_ros.runtime.parameter import Parameter, ParameterNotDeclaredException
     from gemma3nvla_ros.runtime.qos import (
         DurabilityPolicy,
         HistoryPolicy,
@@ -105,6 +106,7 @@ __all__ = [
     "rclpy",
     "Node",
     "Parameter",
+    "ParameterNotDeclaredException",
     "ParameterDescriptor",
     "SetParametersResult",
     "QoSProfile",

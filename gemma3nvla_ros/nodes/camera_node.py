@@ -28,14 +28,13 @@ from gemma3nvla_ros.hardware.cameras import (
     to_encoding,
 )
 from gemma3nvla_ros.hardware.image_msgs import fill_camera_info, fill_compressed, fill_image
+from gemma3nvla_ros.nodes.run import run_node
 from gemma3nvla_ros.ros import (
     RUNTIME,
-    ExternalShutdownException,
     Node,
     QoSProfile,
     diagnostic_msgs,
     qos_profile_sensor_data,
-    rclpy,
     sensor_msgs,
 )
 
@@ -209,28 +208,7 @@ class CameraNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    # Explicit sys.argv: what rclpy does for args=None; the built-in runtime needs it spelled out.
-    rclpy.init(args=sys.argv if args is None else args)
-    node = None
-    code = 0
-    try:
-        node = CameraNode()
-        node.start()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except StartupError as exc:
-        if node is not None:
-            node.get_logger().fatal(str(exc))
-        else:
-            print(f"[camera_node] FATAL: {exc}", file=sys.stderr, flush=True)
-        code = 2
-    finally:
-        if node is not None:
-            node.close()
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return code
+    return run_node(CameraNode, (StartupError,), args)
 
 
 if __name__ == "__main__":

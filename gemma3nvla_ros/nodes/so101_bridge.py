@@ -33,13 +33,12 @@ from gemma3nvla_ros.hardware.calibration import (
 from gemma3nvla_ros.hardware.commands import CommandRejected, validate_joint_command
 from gemma3nvla_ros.hardware.feetech_bus import BusError, BusPortError, FeetechBus
 from gemma3nvla_ros.hardware.safety import ArmGoalController, parse_max_relative_target
+from gemma3nvla_ros.nodes.run import run_node
 from gemma3nvla_ros.ros import (
-    ExternalShutdownException,
     Node,
     ParameterDescriptor,
     QoSProfile,
     diagnostic_msgs,
-    rclpy,
     sensor_msgs,
 )
 
@@ -312,28 +311,7 @@ class So101Bridge(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    # Explicit sys.argv: what rclpy does for args=None; the built-in runtime needs it spelled out.
-    rclpy.init(args=sys.argv if args is None else args)
-    node = None
-    code = 0
-    try:
-        node = So101Bridge()
-        node.start()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except (StartupError, CalibrationError) as exc:
-        if node is not None:
-            node.get_logger().fatal(str(exc))
-        else:
-            print(f"[so101_bridge] FATAL: {exc}", file=sys.stderr, flush=True)
-        code = 2
-    finally:
-        if node is not None:
-            node.close()
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return code
+    return run_node(So101Bridge, (StartupError, CalibrationError), args)
 
 
 if __name__ == "__main__":

@@ -84,7 +84,38 @@ class Publisher:
         self._writer.close()
 
 
-class Subscription:
+class TakenSamples:
+    """Samples the executor's waiting thread took from ``_reader``, held until a callback runs.
+
+    Bounded like the reader's KEEP_LAST history, so a slow callback sees the newest samples, as DDS
+    itself would keep them. Subscriptions and services share it; clients filter replies themselves.
+    """
+
+    _reader: RawReader
+
+    def _init_queue(self, maxlen: Optional[int] = None) -> None:
+        self._queue: collections.deque = collections.deque(maxlen=maxlen)
+        self._qlock = threading.Lock()
+
+    def drain(self) -> None:
+        while True:
+            got = self._reader.take(16)
+            if not got:
+                return
+            with self._qlock:
+                self._queue.extend(got)
+            if len(got) < 16:
+                return
+
+    def has_pending(self) -> bool:
+        return bool(self._queue)
+
+    def pop(self) -> Optional[tuple[bytearray, SampleInfo]]:
+        with self._qlock:
+            return self._queue.popleft() if self._queue else None
+
+
+class Subscription(TakenSamples):
     """Samples are taken from DDS by the executor's waiting thread into a bounded queue (KEEP_LAST
     depth, as DDS would keep) and deserialized only when the callback is about to run."""
 
@@ -103,8 +134,7 @@ class Subscription:
         self.guid = self._reader.guid
         _watch_type(node, "rt" + topic, msg_type)
         maxlen = None if qos_profile.history == HistoryPolicy.KEEP_ALL else max(1, qos_profile.depth or 1)
-        self._queue: collections.deque = collections.deque(maxlen=maxlen)
-        self._qlock = threading.Lock()
+        self._init_queue(maxlen)
         self.malformed_count = 0
 
     @property
@@ -115,22 +145,6 @@ class Subscription:
     def reader(self) -> RawReader:
         return self._reader
 
-    def drain(self) -> None:
-        while True:
-            got = self._reader.take(16)
-            if not got:
-                return
-            with self._qlock:
-                self._queue.extend(got)
-            if len(got) < 16:
-                return
-
-    def has_pending(self) -> bool:
-        return bool(self._queue)
-
-    def pop(self) -> Optional[tuple[bytearray, SampleInfo]]:
-        with self._qlock:
-            return self._queue.popleft() if self._queue else None
 
     def deliver(self, item: tuple[bytearray, SampleInfo]) -> None:
         data, _info = item

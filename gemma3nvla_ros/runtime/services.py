@@ -8,7 +8,6 @@ and a client knows a service is ready only when both of one server's endpoints h
 """
 from __future__ import annotations
 
-import collections
 import struct
 import threading
 import time
@@ -18,7 +17,7 @@ from gemma3nvla_ros.runtime import cdr
 from gemma3nvla_ros.runtime.dds import RawReader, RawWriter, WaitSet
 from gemma3nvla_ros.runtime.futures import Future
 from gemma3nvla_ros.runtime.graph import endpoint_user_data
-from gemma3nvla_ros.runtime.pubsub import dds_type_name, type_hash
+from gemma3nvla_ros.runtime.pubsub import TakenSamples, dds_type_name, type_hash
 from gemma3nvla_ros.runtime.qos import QoSProfile, to_endpoint_qos
 from gemma3nvla_ros.runtime.names import service_to_dds
 
@@ -58,7 +57,7 @@ def unframe(data) -> tuple[int, int, bytes]:
     return guid, seq, bytes(data[:4]) + bytes(data[20:])
 
 
-class Service:
+class Service(TakenSamples):
     def __init__(self, node: "Node", srv_type, name: str, callback: Callable, qos_profile: QoSProfile,
                  callback_group):
         check_srv_type(srv_type)
@@ -76,8 +75,7 @@ class Service:
                                  _user_data("serviceid", self.service_id, srv_type.Request))
         self._writer = RawWriter(part, rep_topic, dds_type_name(srv_type.Response), q,
                                  _user_data("serviceid", self.service_id, srv_type.Response))
-        self._queue: collections.deque = collections.deque()
-        self._qlock = threading.Lock()
+        self._init_queue()
         self.malformed_count = 0
 
     @property
@@ -92,22 +90,6 @@ class Service:
     def endpoint_guids(self) -> tuple[bytes, bytes]:
         return self._reader.guid, self._writer.guid
 
-    def drain(self) -> None:
-        while True:
-            got = self._reader.take(16)
-            if not got:
-                return
-            with self._qlock:
-                self._queue.extend(got)
-            if len(got) < 16:
-                return
-
-    def has_pending(self) -> bool:
-        return bool(self._queue)
-
-    def pop(self):
-        with self._qlock:
-            return self._queue.popleft() if self._queue else None
 
     def deliver(self, item) -> None:
         data, info = item

@@ -3,6 +3,7 @@
     gemma3nvla-ros launch so101_pickplace mode:=sim
     gemma3nvla-ros launch so101_pickplace --show-args
     gemma3nvla-ros run so101_bridge --ros-args -p mode:=sim
+    gemma3nvla-ros topic echo /joint_states --once       (also: topic list|hz|pub, param, node, service)
 """
 from __future__ import annotations
 
@@ -13,9 +14,13 @@ import sys
 from gemma3nvla_ros.launch_graph import GraphError, parse_launch_arguments, resolve_graph
 from gemma3nvla_ros.launcher import Launcher, node_command
 from gemma3nvla_ros.paths import graph_path
+from gemma3nvla_ros.tools import ros2cli
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in ros2cli.COMMANDS:  # the ros2cli-like verbs have their own parser
+        return ros2cli.main(argv)
     parser = argparse.ArgumentParser(prog="gemma3nvla-ros", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     launch = sub.add_parser("launch", help="start every node of a graph, each as its own process")
@@ -26,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="run one node of this package (like `ros2 run gemma3nvla_ros ...`)")
     run.add_argument("executable")
     run.add_argument("args", nargs=argparse.REMAINDER)
+    for name, help_text in ros2cli.COMMANDS.items():  # listed in --help; parsed by ros2cli.main
+        sub.add_parser(name, help=help_text, add_help=False)
     options = parser.parse_args(argv)
 
     try:

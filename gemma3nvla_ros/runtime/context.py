@@ -80,6 +80,8 @@ class Context:
             graph.close()
         if part is not None:
             from gemma3nvla_ros.runtime.discovery import close_monitor
+            from gemma3nvla_ros.runtime.graph import close_node_graph
+            close_node_graph(part)
             close_monitor(part)
             part.close()
 

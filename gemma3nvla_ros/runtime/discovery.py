@@ -21,6 +21,9 @@ DCPSSUBSCRIPTION = _DDS_MIN_PSEUDO_HANDLE + 4
 _take = dds._fn("dds_take", ct.c_int32, ct.c_int32, ct.POINTER(ct.c_void_p), ct.POINTER(dds.SampleInfo),
                 ct.c_size_t, ct.c_uint32)
 _return_loan = dds._fn("dds_return_loan", ct.c_int32, ct.c_int32, ct.POINTER(ct.c_void_p), ct.c_int32)
+_qget_reliability = dds._fn("dds_qget_reliability", ct.c_bool, ct.c_void_p, ct.POINTER(ct.c_int),
+                            ct.POINTER(ct.c_int64))
+_qget_durability = dds._fn("dds_qget_durability", ct.c_bool, ct.c_void_p, ct.POINTER(ct.c_int))
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,22 @@ class Endpoint:
     topic_name: str  # DDS name (rt/..., rq/..., rr/...)
     type_name: str
     is_reader: bool
+    # the endpoint's QoS as discovered (None: not advertised); tools match a reader to the writers
+    reliable: Optional[bool] = None
+    transient_local: Optional[bool] = None
+
+
+def _qos_of(qos_ptr: Optional[int]) -> tuple[Optional[bool], Optional[bool]]:
+    """(reliable, transient_local) of a discovered endpoint's QoS object."""
+    if not qos_ptr:
+        return None, None
+    kind, blocking = ct.c_int(), ct.c_int64()
+    reliable = (kind.value == dds.RELIABILITY_RELIABLE
+                if _qget_reliability(qos_ptr, ct.byref(kind), ct.byref(blocking)) else None)
+    durability = ct.c_int()
+    transient = (durability.value >= dds.DURABILITY_TRANSIENT_LOCAL
+                 if _qget_durability(qos_ptr, ct.byref(durability)) else None)
+    return reliable, transient
 
 
 class DiscoveryMonitor:
@@ -57,6 +76,11 @@ class DiscoveryMonitor:
     def endpoints(self) -> list[Endpoint]:
         with self._lock:
             return list(self._endpoints.values())
+
+    def participant_guids(self) -> set[bytes]:
+        """Participants that still have at least one endpoint (every ROS participant has its
+        ros_discovery_info writer, so a live ROS participant is never missing here)."""
+        return {e.participant_guid for e in self.endpoints()}
 
     def count(self, dds_topic: str, readers: bool) -> int:
         return sum(1 for e in self.endpoints() if e.topic_name == dds_topic and e.is_reader == readers)
@@ -114,7 +138,7 @@ class DiscoveryMonitor:
                                     self._endpoints.pop(guid, None)
                             elif infos[i].valid_data and ep.topic_name and ep.type_name:
                                 e = Endpoint(guid, bytes(ep.participant_key.v), ep.topic_name.decode(),
-                                             ep.type_name.decode(), is_reader)
+                                             ep.type_name.decode(), is_reader, *_qos_of(ep.qos))
                                 with self._lock:
                                     self._endpoints[guid] = e
                                 fresh.append(e)

@@ -426,6 +426,16 @@ class Node:
         mon = self._monitor()
         return mon.topic_names_and_types() if mon else []
 
+    def get_node_names_and_namespaces(self) -> list[tuple[str, str]]:
+        """(name, namespace) of every node in the graph, this process' included (from every
+        participant's ros_discovery_info, as rmw does)."""
+        from gemma3nvla_ros.runtime.graph import node_graph_for
+        graph = node_graph_for(self._context.participant(), self._context.distro)
+        return [(name, ns) for ns, name, _readers, _writers in graph.nodes()]
+
+    def get_node_names(self) -> list[str]:
+        return [name for name, _ns in self.get_node_names_and_namespaces()]
+
     # --- parameters ----------------------------------------------------------------------------------
     def declare_parameter(self, name: str, value: Any = None, descriptor=None,
                           ignore_override: bool = False) -> Parameter:

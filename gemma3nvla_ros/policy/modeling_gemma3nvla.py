@@ -1,0 +1,429 @@
+"""Gemma3nVLA: SmolVLA's flow-matching VLA with Gemma 3n as the backbone (LeRobot 0.4.x policy ``gemma3nvla``).
+
+Train (after ``pip install -e plugins/lerobot_policy_gemma3nvla``)::
+
+    lerobot-train --policy.type=gemma3nvla --dataset.repo_id=<user>/<dataset> --batch_size=32 --steps=200000
+
+Prefix = [BOS] + per camera ["\\n\\n", BOI, 256 image soft tokens, EOI, "\\n\\n"] (Gemma 3n's processor
+layout) + task tokens + one state token; suffix = chunk_size noisy action tokens (+ sinusoidal time embedding
+through a small MLP) run through the action expert, which reads the prefix's per-layer K/V (see
+``gemma3n_with_expert``). Flow matching: t ~ 0.999 * Beta(1.5, 1) + 0.001, x_t = t * noise + (1 - t) * actions,
+target u = noise - actions, MSE over real (unpadded) action dims and in-episode steps. Sampling: Euler from t=1
+to 0 in ``num_steps`` steps with the prefix K/V computed once.
+
+Normalization lives in the processors (``processor_gemma3nvla``); this module never normalizes.
+
+Sizes with the defaults on E2B (30 VLM layers, expert 30 x 1536 wide): 4.24 B parameters kept (the 10
+KV-shared decoder layers, their PLE columns, the audio tower and any LM head are not), 4.11 B of them can
+influence an action, 0.79 B trainable (expert 0.787 B + action/time projections + state projection). The
+logged "used" count is checked in the tests against the parameters that receive gradient.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from collections import deque
+from typing import Any
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+from torch import Tensor, nn
+
+from lerobot.policies.pretrained import PreTrainedPolicy
+from lerobot.policies.smolvla.modeling_smolvla import (
+    aloha_gripper_from_angular,
+    aloha_gripper_from_angular_inv,
+    aloha_gripper_to_angular,
+    resize_with_pad,
+)
+from lerobot.utils.constants import ACTION, OBS_IMAGES, OBS_LANGUAGE_ATTENTION_MASK, OBS_LANGUAGE_TOKENS, OBS_STATE
+
+from .configuration_gemma3nvla import Gemma3nVLAConfig
+from .gemma3n_with_expert import Gemma3nWithExpertModel, PrefixOutput
+
+logger = logging.getLogger(__name__)
+
+ACTION_IS_PAD = f"{ACTION}_is_pad"
+EMPTY_CAMERA_PREFIX = f"{OBS_IMAGES}.empty_camera_"
+
+
+def resolve_dtype(name: str, device: str | None) -> torch.dtype:
+    if name == "auto":
+        return torch.bfloat16 if (device or "").startswith("cuda") else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def create_sinusoidal_pos_embedding(time: Tensor, dimension: int, min_period: float, max_period: float) -> Tensor:
+    """Sine-cosine embedding of scalar times [B] -> [B, dimension] (SmolVLA's, float64 where available)."""
+    if dimension % 2 != 0:
+        raise ValueError(f"dimension ({dimension}) must be divisible by 2")
+    dtype = torch.float32 if time.device.type == "mps" else torch.float64
+    fraction = torch.linspace(0.0, 1.0, dimension // 2, dtype=dtype, device=time.device)
+    period = min_period * (max_period / min_period) ** fraction
+    scaling = 1.0 / period * 2 * math.pi
+    sin_input = scaling[None, :] * time.to(dtype)[:, None]
+    return torch.cat([torch.sin(sin_input), torch.cos(sin_input)], dim=1)
+
+
+def pad_vector(vector: Tensor, new_dim: int) -> Tensor:
+    """Zero-pads the last dim to ``new_dim`` (returns a new tensor; never writes into the input)."""
+    if vector.shape[-1] == new_dim:
+        return vector
+    return F.pad(vector, (0, new_dim - vector.shape[-1]))
+
+
+class VLAFlowMatching(nn.Module):
+    """The network: Gemma 3n prefix + action expert + state/action/time projections."""
+
+    def __init__(self, config: Gemma3nVLAConfig):
+        super().__init__()
+        self.config = config
+        dtype = resolve_dtype(config.backbone_dtype, config.device)
+        self.vlm_with_expert = Gemma3nWithExpertModel(
+            model_id=config.vlm_model_name,
+            load_vlm_weights=config.load_vlm_weights,
+            vlm_config_overrides=config.vlm_config_overrides,
+            num_vlm_layers=config.num_vlm_layers,
+            num_expert_layers=config.num_expert_layers,
+            expert_width_multiplier=config.expert_width_multiplier,
+            self_attn_every_n_layers=config.self_attn_every_n_layers,
+            attention_mode=config.attention_mode,
+            freeze_vision_encoder=config.freeze_vision_encoder,
+            train_expert_only=config.train_expert_only,
+            dtype=dtype,
+            attn_implementation=config.attn_implementation,
+            keep_full_backbone=config.keep_full_backbone,
+        )
+        vlm_cfg = self.vlm_with_expert.config
+        hidden = vlm_cfg.text_config.hidden_size
+        width = self.vlm_with_expert.expert_hidden_size
+        self.state_proj = nn.Linear(config.max_state_dim, hidden)
+        self.action_in_proj = nn.Linear(config.max_action_dim, width)
+        self.action_out_proj = nn.Linear(width, config.max_action_dim)
+        self.action_time_mlp_in = nn.Linear(2 * width, width)
+        self.action_time_mlp_out = nn.Linear(width, width)
+        for p in self.state_proj.parameters():
+            p.requires_grad = config.train_state_proj
+
+        # Special-token layout of Gemma 3n's processor: "\n\n" BOI <soft>*n EOI "\n\n" per image, BOS first.
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(config.vlm_model_name)
+        newline_ids = tokenizer("\n\n", add_special_tokens=False)["input_ids"]
+        self.bos_token_id = int(tokenizer.bos_token_id if tokenizer.bos_token_id is not None
+                                else vlm_cfg.text_config.bos_token_id)
+        self.pad_token_id = int(vlm_cfg.text_config.pad_token_id or 0)
+        n_soft = vlm_cfg.vision_soft_tokens_per_image
+        block = [*newline_ids, vlm_cfg.boi_token_id, *([vlm_cfg.image_token_id] * n_soft), vlm_cfg.eoi_token_id,
+                 *newline_ids]
+        self.register_buffer("image_block_ids", torch.tensor(block, dtype=torch.long), persistent=False)
+        self.image_token_id = vlm_cfg.image_token_id
+        self.num_image_soft_tokens = n_soft
+        if config.compile_model:
+            self.velocity = torch.compile(self.velocity, mode=config.compile_mode)
+
+    # ------------------------------------------------------------------ sampling helpers
+    @staticmethod
+    def sample_noise(shape: tuple[int, ...], device: torch.device, generator: torch.Generator | None = None) -> Tensor:
+        return torch.randn(shape, dtype=torch.float32, device=device, generator=generator)
+
+    @staticmethod
+    def sample_time(bsize: int, device: torch.device, generator: torch.Generator | None = None) -> Tensor:
+        """t = 0.999 * Beta(1.5, 1) + 0.001. Beta(a, 1) has CDF x^a, so it is U^(1/a) (exact, and seedable)."""
+        u = torch.rand(bsize, dtype=torch.float32, device=device, generator=generator)
+        return u.pow(1.0 / 1.5) * 0.999 + 0.001
+
+    # ------------------------------------------------------------------ embeddings
+    def embed_prefix(self, images: list[Tensor], img_masks: list[Tensor], lang_tokens: Tensor,
+                     lang_masks: Tensor, state: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Returns (inputs_embeds [B, P, H], raw per-layer inputs, pad mask [B, P], position ids [B, P])."""
+        vlm = self.vlm_with_expert
+        bsize = state.shape[0]
+        device = state.device
+        lang_masks = lang_masks.bool()
+        # The tokenizer may already have put BOS first; Gemma 3n's layout has BOS before the images.
+        if lang_tokens.shape[1] > 0 and bool((lang_tokens[:, 0] == self.bos_token_id).all()):
+            lang_tokens, lang_masks = lang_tokens[:, 1:], lang_masks[:, 1:]
+
+        ids = [torch.full((bsize, 1), self.bos_token_id, dtype=torch.long, device=device)]
+        pads = [torch.ones(bsize, 1, dtype=torch.bool, device=device)]
+        block = self.image_block_ids.to(device)
+        for mask in img_masks:
+            ids.append(block[None].expand(bsize, -1))
+            pads.append(mask.bool()[:, None].expand(bsize, block.numel()))
+        ids.append(lang_tokens.long())
+        pads.append(lang_masks)
+        ids.append(torch.full((bsize, 1), self.pad_token_id, dtype=torch.long, device=device))  # the state slot
+        pads.append(torch.ones(bsize, 1, dtype=torch.bool, device=device))
+        input_ids = torch.cat(ids, dim=1)
+        pad_mask = torch.cat(pads, dim=1)
+
+        embeds, per_layer_raw = vlm.embed_token_ids(input_ids)
+        if images:
+            feats = vlm.get_image_features(torch.cat(images, dim=0))  # [n_img * B, n_soft, H]
+            if feats.shape[1] != self.num_image_soft_tokens:
+                raise ValueError(
+                    f"The vision tower gave {feats.shape[1]} soft tokens per image, the config expects "
+                    f"vision_soft_tokens_per_image={self.num_image_soft_tokens}."
+                )
+            feats = feats.view(len(images), bsize, *feats.shape[1:]).transpose(0, 1).reshape(bsize, -1, feats.shape[-1])
+            image_slots = (input_ids == self.image_token_id)[..., None].expand_as(embeds)
+            embeds = embeds.masked_scatter(image_slots, feats.to(embeds.dtype))
+        state_emb = self.state_proj(state.to(self.state_proj.weight.dtype)).to(embeds.dtype)
+        embeds = torch.cat([embeds[:, :-1], state_emb[:, None]], dim=1)
+        position_ids = torch.cumsum(pad_mask.long(), dim=1) - 1
+        return embeds, per_layer_raw, pad_mask, position_ids
+
+    def embed_suffix(self, noisy_actions: Tensor, timestep: Tensor) -> Tensor:
+        action_emb = self.action_in_proj(noisy_actions)
+        time_emb = create_sinusoidal_pos_embedding(
+            timestep, self.vlm_with_expert.expert_hidden_size, self.config.min_period, self.config.max_period
+        ).to(action_emb.dtype)
+        time_emb = time_emb[:, None, :].expand_as(action_emb)
+        x = self.action_time_mlp_in(torch.cat([action_emb, time_emb], dim=2))
+        return self.action_time_mlp_out(F.silu(x))
+
+    # ------------------------------------------------------------------ network passes
+    def compute_prefix(self, images, img_masks, lang_tokens, lang_masks, state) -> tuple[PrefixOutput, list]:
+        embeds, per_layer_raw, pad_mask, position_ids = self.embed_prefix(images, img_masks, lang_tokens, lang_masks, state)
+        prefix = self.vlm_with_expert.forward_prefix(embeds, per_layer_raw, pad_mask, position_ids)
+        return prefix, self.vlm_with_expert.expert_prefix_kv(prefix)
+
+    def velocity(self, prefix: PrefixOutput, prefix_kv: list, x_t: Tensor, timestep: Tensor) -> Tensor:
+        suffix = self.embed_suffix(x_t, timestep)
+        n_real = prefix.pad_mask.sum(dim=1, keepdim=True)
+        positions = n_real + torch.arange(suffix.shape[1], device=suffix.device)[None]  # continue after prefix
+        out = self.vlm_with_expert.forward_expert(suffix, prefix_kv, prefix.pad_mask, positions)
+        return self.action_out_proj(out.to(self.action_out_proj.weight.dtype))
+
+    def forward(self, images, img_masks, lang_tokens, lang_masks, state, actions, noise=None, time=None,
+                generator: torch.Generator | None = None) -> Tensor:
+        """Per-element flow-matching losses [B, chunk, max_action_dim]."""
+        if noise is None:
+            noise = self.sample_noise(actions.shape, actions.device, generator)
+        if time is None:
+            time = self.sample_time(actions.shape[0], actions.device, generator)
+        t = time[:, None, None]
+        x_t = t * noise + (1 - t) * actions
+        u_t = noise - actions
+        prefix, prefix_kv = self.compute_prefix(images, img_masks, lang_tokens, lang_masks, state)
+        v_t = self.velocity(prefix, prefix_kv, x_t, time)
+        return F.mse_loss(v_t, u_t, reduction="none")
+
+    @torch.no_grad()
+    def sample_actions(self, images, img_masks, lang_tokens, lang_masks, state, noise: Tensor | None = None,
+                       generator: torch.Generator | None = None, use_cache: bool | None = None) -> Tensor:
+        """Euler integration from t=1 (noise) to t=0. With the cache (default) the prefix K/V -- and the
+        cross layers' projected K/V -- are computed once; without it they are recomputed at every step."""
+        bsize = state.shape[0]
+        device = state.device
+        if noise is None:
+            noise = self.sample_noise((bsize, self.config.chunk_size, self.config.max_action_dim), device, generator)
+        use_cache = self.config.use_cache if use_cache is None else use_cache
+        cached = self.compute_prefix(images, img_masks, lang_tokens, lang_masks, state) if use_cache else None
+        steps = self.config.num_steps
+        dt = -1.0 / steps
+        x_t = noise
+        for step in range(steps):
+            time = torch.full((bsize,), 1.0 + step * dt, dtype=torch.float32, device=device)
+            prefix, prefix_kv = cached if cached is not None else self.compute_prefix(
+                images, img_masks, lang_tokens, lang_masks, state
+            )
+            x_t = x_t + dt * self.velocity(prefix, prefix_kv, x_t, time)
+        return x_t
+
+
+class Gemma3nVLAPolicy(PreTrainedPolicy):
+    """LeRobot wrapper: input checks, image/state/action preparation, action queue."""
+
+    config_class = Gemma3nVLAConfig
+    name = "gemma3nvla"
+
+    def __init__(self, config: Gemma3nVLAConfig, **kwargs: Any):
+        # make_policy passes dataset_stats= / dataset_meta=: normalization is the processors' job, so they are
+        # accepted and not used.
+        super().__init__(config)
+        config.validate_features()
+        self.config = config
+        self.model = VLAFlowMatching(config)
+        self.parameter_counts = self._count_parameters()
+        logger.info(
+            "gemma3nvla parameters: total %s, trainable %s, used by the action forward %s",
+            f"{self.parameter_counts['total']:,}", f"{self.parameter_counts['trainable']:,}",
+            f"{self.parameter_counts['used']:,}",
+        )
+        self.reset()
+
+    def _count_parameters(self) -> dict[str, int]:
+        vlm = self.model.vlm_with_expert
+        backbone = [vlm.vision_tower, vlm.embed_vision, vlm.language_model]
+        backbone_ids = {id(p) for m in backbone for p in m.parameters()}
+        report = vlm.parameter_report()  # over the whole Gemma3nWithExpertModel (backbone + expert)
+        total = sum(p.numel() for p in self.parameters())
+        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        rest = total - sum(p.numel() for p in vlm.parameters())
+        return {
+            "total": total,
+            "trainable": trainable,
+            "used": report["used"] + rest,
+            "backbone": sum(p.numel() for p in self.parameters() if id(p) in backbone_ids),
+            "expert": sum(p.numel() for p in vlm.expert.parameters()),
+        }
+
+    def reset(self) -> None:
+        self._queues = {ACTION: deque(maxlen=self.config.n_action_steps)}
+
+    def get_optim_params(self):
+        return [p for p in self.parameters() if p.requires_grad]
+
+    # ------------------------------------------------------------------ input checks / preparation
+    def _validate_batch(self, batch: dict[str, Any], training: bool) -> None:
+        cfg = self.config
+        if OBS_STATE not in batch:
+            raise ValueError(f"Missing {OBS_STATE!r} in the batch; expected a [B, {cfg.robot_state_feature.shape[0]}] tensor.")
+        state = batch[OBS_STATE]
+        expected_state = cfg.robot_state_feature.shape[0]
+        if state.shape[-1] > cfg.max_state_dim:
+            raise ValueError(f"{OBS_STATE} has {state.shape[-1]} values, more than max_state_dim={cfg.max_state_dim}.")
+        if state.shape[-1] != expected_state:
+            raise ValueError(
+                f"{OBS_STATE} has {state.shape[-1]} values but the policy was configured for {expected_state} "
+                "(dataset/policy features mismatch)."
+            )
+        expected_images = [k for k in cfg.image_features if not k.startswith(EMPTY_CAMERA_PREFIX)]
+        present = [k for k in cfg.image_features if k in batch]
+        missing = [k for k in expected_images if k not in batch]
+        unknown = [k for k in batch if k.startswith(f"{OBS_IMAGES}.") and k not in cfg.image_features
+                   and not k.endswith("_padding_mask") and not k.endswith("_is_pad")]
+        if missing or unknown or not present:
+            raise ValueError(
+                f"Expected cameras {expected_images}; missing {missing}, unexpected {unknown}."
+            )
+        for key in present:
+            img = batch[key]
+            shape = tuple(cfg.image_features[key].shape)
+            if img.ndim not in (4, 5) or tuple(img.shape[-3:]) != shape:
+                raise ValueError(f"Image {key!r} must be [B, {shape[0]}, {shape[1]}, {shape[2]}], got {tuple(img.shape)}.")
+        for key in (OBS_LANGUAGE_TOKENS, OBS_LANGUAGE_ATTENTION_MASK):
+            if key not in batch:
+                raise ValueError(
+                    f"Missing {key!r}: run the gemma3nvla preprocessor (make_gemma3nvla_pre_post_processors), "
+                    "which tokenizes the task."
+                )
+        if batch[OBS_LANGUAGE_TOKENS].shape[-1] > cfg.tokenizer_max_length:
+            raise ValueError(
+                f"Task has {batch[OBS_LANGUAGE_TOKENS].shape[-1]} tokens, more than tokenizer_max_length="
+                f"{cfg.tokenizer_max_length}."
+            )
+        if training:
+            if ACTION not in batch:
+                raise ValueError(f"Missing {ACTION!r} in the training batch.")
+            act = batch[ACTION]
+            expected_action = cfg.action_feature.shape[0]
+            if act.shape[-1] > cfg.max_action_dim:
+                raise ValueError(f"{ACTION} has {act.shape[-1]} values, more than max_action_dim={cfg.max_action_dim}.")
+            if act.shape[-1] != expected_action:
+                raise ValueError(
+                    f"{ACTION} has {act.shape[-1]} values but the policy was configured for {expected_action} "
+                    "(dataset/policy features mismatch)."
+                )
+            if act.ndim != 3 or act.shape[1] != cfg.chunk_size:
+                raise ValueError(f"{ACTION} must be [B, chunk_size={cfg.chunk_size}, {expected_action}], got {tuple(act.shape)}.")
+
+    def prepare_images(self, batch: dict[str, Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+        """Resize with padding to ``resize_imgs_with_padding``; pixels stay in [0, 1] (Gemma 3n's tower takes
+        them unnormalized). Missing empty cameras become zero images with a False mask."""
+        images, masks = [], []
+        ref = None
+        for key in self.config.image_features:
+            if key not in batch:
+                continue
+            img = batch[key][:, -1] if batch[key].ndim == 5 else batch[key]
+            img = img.float()
+            if self.config.resize_imgs_with_padding is not None:
+                img = resize_with_pad(img, *self.config.resize_imgs_with_padding, pad_value=0)
+            bsize = img.shape[0]
+            mask_key = f"{key}_padding_mask"
+            mask = batch[mask_key].bool() if mask_key in batch else torch.ones(bsize, dtype=torch.bool, device=img.device)
+            images.append(img)
+            masks.append(mask)
+            ref = img
+        for key in self.config.image_features:
+            if key not in batch:  # only empty cameras reach here (validated)
+                images.append(torch.zeros_like(ref))
+                masks.append(torch.zeros(ref.shape[0], dtype=torch.bool, device=ref.device))
+        return images, masks
+
+    def prepare_state(self, batch: dict[str, Tensor]) -> Tensor:
+        state = batch[OBS_STATE][:, -1, :] if batch[OBS_STATE].ndim > 2 else batch[OBS_STATE]
+        state = state.float()
+        if self.config.adapt_to_pi_aloha:
+            state = state.clone()
+            for idx in (1, 2, 8, 9):
+                state[:, idx] = -state[:, idx]
+            for idx in (6, 13):
+                state[:, idx] = aloha_gripper_to_angular(state[:, idx])
+        return pad_vector(state, self.config.max_state_dim)
+
+    def prepare_action(self, batch: dict[str, Tensor]) -> Tensor:
+        actions = batch[ACTION].float()
+        if self.config.adapt_to_pi_aloha:
+            actions = actions.clone()
+            for idx in (1, 2, 8, 9):
+                actions[:, :, idx] = -actions[:, :, idx]
+            for idx in (6, 13):
+                actions[:, :, idx] = aloha_gripper_from_angular_inv(actions[:, :, idx])
+        return pad_vector(actions, self.config.max_action_dim)
+
+    def _encode_actions(self, actions: Tensor) -> Tensor:
+        if self.config.adapt_to_pi_aloha:
+            actions = actions.clone()
+            for idx in (1, 2, 8, 9):
+                actions[:, :, idx] = -actions[:, :, idx]
+            for idx in (6, 13):
+                actions[:, :, idx] = aloha_gripper_from_angular(actions[:, :, idx])
+        return actions
+
+    def _inputs(self, batch: dict[str, Tensor]):
+        images, img_masks = self.prepare_images(batch)
+        state = self.prepare_state(batch)
+        return images, img_masks, batch[OBS_LANGUAGE_TOKENS], batch[OBS_LANGUAGE_ATTENTION_MASK], state
+
+    # ------------------------------------------------------------------ LeRobot API
+    def forward(self, batch: dict[str, Tensor], noise: Tensor | None = None, time: Tensor | None = None,
+                reduction: str = "mean", generator: torch.Generator | None = None) -> tuple[Tensor, dict]:
+        """Flow-matching loss over in-episode steps (``action_is_pad`` False) and the real action dims only."""
+        self._validate_batch(batch, training=True)
+        actions = self.prepare_action(batch)
+        losses = self.model.forward(*self._inputs(batch), actions, noise=noise, time=time, generator=generator)
+        action_dim = self.config.action_feature.shape[0]
+        losses = losses[:, :, :action_dim]
+        if ACTION_IS_PAD in batch:
+            valid = (~batch[ACTION_IS_PAD].bool()).to(losses.dtype)
+        else:
+            valid = torch.ones(losses.shape[:2], dtype=losses.dtype, device=losses.device)
+        per_sample = (losses * valid[..., None]).sum(dim=(1, 2)) / (valid.sum(dim=1) * action_dim).clamp(min=1)
+        loss = (losses * valid[..., None]).sum() / (valid.sum() * action_dim).clamp(min=1)
+        info = {"loss": loss.item(), "valid_action_steps": float(valid.sum().item())}
+        if reduction == "none":
+            return per_sample, info
+        return loss, info
+
+    @torch.no_grad()
+    def predict_action_chunk(self, batch: dict[str, Tensor], noise: Tensor | None = None,
+                             generator: torch.Generator | None = None, **kwargs: Any) -> Tensor:
+        """[B, chunk_size, action_dim] actions (normalized; the postprocessor unnormalizes)."""
+        self.eval()
+        self._validate_batch(batch, training=False)
+        actions = self.model.sample_actions(*self._inputs(batch), noise=noise, generator=generator)
+        actions = actions[:, :, : self.config.action_feature.shape[0]]
+        return self._encode_actions(actions)
+
+    @torch.no_grad()
+    def select_action(self, batch: dict[str, Tensor], noise: Tensor | None = None,
+                      generator: torch.Generator | None = None, **kwargs: Any) -> Tensor:
+        self.eval()
+        if len(self._queues[ACTION]) == 0:
+            actions = self.predict_action_chunk(batch, noise=noise, generator=generator)
+            self._queues[ACTION].extend(actions.transpose(0, 1)[: self.config.n_action_steps])
+        return self._queues[ACTION].popleft()

@@ -37,7 +37,6 @@ setup(
     maintainer_email="maintainers@gemma3nvla-ros.dev",
     description="ROS 2 stack running the Gemma3nVLA policy on an SO-101 arm.",
     license="Apache-2.0",
-    tests_require=["pytest"],
     entry_points={
         "console_scripts": [
             "gemma3nvla-ros = gemma3nvla_ros.cli:main",

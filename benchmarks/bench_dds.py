@@ -140,10 +140,11 @@ def role_ping(args) -> None:
         pub.publish(m)
         sent[0] += 1
 
-    node.create_timer(0.01, tick)
+    timer = node.create_timer(0.01, tick)
     end = time.monotonic() + args.rtt_duration
     while rclpy.ok() and time.monotonic() < end:
         rclpy.spin_once(node, timeout_sec=0.1)
+    timer.cancel()  # stop pinging before the drain, or the last pings could never be answered in time
     t_drain = time.monotonic() + 0.5
     while time.monotonic() < t_drain:
         rclpy.spin_once(node, timeout_sec=0.05)

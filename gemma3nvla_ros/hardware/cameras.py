@@ -266,7 +266,7 @@ class ReconnectingSource:
                 return None
             try:
                 self.source.open()
-            except SourceError as exc:
+            except Exception as exc:  # noqa: BLE001 - as in read(): keep retrying, never die
                 self.failed_attempts += 1
                 self.last_error = str(exc)
                 self.backoff_s = min(self.max_backoff_s, self.backoff_s * 2.0)
@@ -280,7 +280,8 @@ class ReconnectingSource:
             return self.source.read()
         except SourceEnded:
             raise
-        except SourceError as exc:
+        except Exception as exc:  # noqa: BLE001 - SourceError, but also cv2.error / decoder errors of a
+            # half-unplugged device: any of them would otherwise kill the capture thread for good.
             self.source.close()
             self.connected = False
             self.losses += 1

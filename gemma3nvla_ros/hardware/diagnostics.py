@@ -26,8 +26,12 @@ class Status:
     values: dict[str, str] = field(default_factory=dict)
 
 
-def motor_status(health: MotorHealth, hardware_id: str, prefix: str) -> Status:
+def motor_status(health: MotorHealth, hardware_id: str, prefix: str, expect_torque: bool = False) -> Status:
+    """``expect_torque``: the bridge believes this motor holds a goal (connected, torque enabled)."""
     level, problems = OK, []
+    if expect_torque and health.torque_enabled is False:
+        level = ERROR
+        problems.append("torque off (overload/overheat trip or power loss): the joint is limp; restart the bridge")
     if health.consecutive_failures:
         level = ERROR
         problems.append(f"not answering ({health.consecutive_failures} failed transactions in a row)")
@@ -61,6 +65,7 @@ def motor_status(health: MotorHealth, hardware_id: str, prefix: str) -> Status:
             "status": fmt(health.status),
             "status_bits": describe_error_bits(alarm) or "none",
             "current_A": fmt(health.current_a, ".3f"),
+            "torque": "unknown" if health.torque_enabled is None else ("on" if health.torque_enabled else "off"),
             "no_reply": str(health.no_reply),
             "bad_checksum": str(health.bad_checksum),
             "consecutive_failures": str(health.consecutive_failures),

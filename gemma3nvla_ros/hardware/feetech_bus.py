@@ -75,6 +75,7 @@ class MotorHealth:
     temperature_c: int | None = None
     status: int | None = None
     current_a: float | None = None
+    torque_enabled: bool | None = None  # Torque_Enable as last read (a trip or brown-out clears it)
     last_ok: float | None = None  # bus clock time of the last good reply
 
 
@@ -390,6 +391,16 @@ class FeetechBus:
             health.status = data[REG["Status"][0] - start]
             cur = data[REG["Present_Current"][0] - start] | (data[REG["Present_Current"][0] - start + 1] << 8)
             health.current_a = scsp.decode_sign_magnitude(cur, 15) * 0.0065
+        # Torque_Enable too: an overload trip (Unloading_Condition) or a servo brown-out turns torque off
+        # by itself and, once the alarm clears, nothing else shows the joint is limp.
+        try:
+            torque = self.sync_read("Torque_Enable", list(blocks)) if blocks else {}
+        except BusPortError:
+            raise
+        except BusError:
+            torque = {}
+        for name, value in torque.items():
+            self.health[name].torque_enabled = value == 1
         return self.health
 
     # -- calibration, configuration, torque ---------------------------------------------------------------
@@ -445,9 +456,20 @@ class FeetechBus:
         return [f"{n}.{r}={v}" for n, r, v in wanted]
 
     def disable_torque(self, names: Sequence[str] | None = None) -> None:
+        """Torque off and Lock=0 on every motor. A motor that fails does not stop the others (a
+        shutdown with one silent motor must still leave the rest limp); the first error is raised
+        afterwards."""
+        first: BusError | None = None
         for name in names or self.names:
-            self.write(name, "Torque_Enable", 0)
-            self.write(name, "Lock", 0)
+            try:
+                self.write(name, "Torque_Enable", 0)
+                self.write(name, "Lock", 0)
+            except BusPortError:
+                raise
+            except BusError as exc:
+                first = first or exc
+        if first is not None:
+            raise first
 
     def enable_torque(self, names: Sequence[str] | None = None) -> None:
         """Goal := present first (so the arm holds where it is), then torque on and EEPROM locked."""

@@ -48,6 +48,21 @@ def parse_max_relative_target(value: float | Sequence[float], n_joints: int) -> 
     return arr
 
 
+def joints_outside_range(
+    present_ticks: NDArray[np.float64], ranges: units.JointRanges, tolerance_ticks: float
+) -> list[tuple[str, int, int, int]]:
+    """Joints whose present position lies more than ``tolerance_ticks`` outside the calibrated range,
+    as ``(name, present, range_min, range_max)``. The servo firmware clamps goals to its limits, so
+    enabling torque with goal := present would drive such a joint to the limit at full speed."""
+    present = np.asarray(present_ticks, dtype=np.float64)
+    bad = (present < ranges.range_min - tolerance_ticks) | (present > ranges.range_max + tolerance_ticks)
+    return [
+        (n, int(p), int(lo), int(hi))
+        for n, p, lo, hi, b in zip(ranges.names, present, ranges.range_min, ranges.range_max, bad)
+        if b
+    ]
+
+
 class ArmGoalController:
     def __init__(
         self,

@@ -154,16 +154,28 @@ class CameraNode(Node):
                 return
             if frame is None or not self._running:
                 continue
-            self._publish(frame)
+            try:
+                self._publish(frame)
+            except Exception as exc:  # noqa: BLE001 - one bad frame must not end the capture thread
+                if self._running:
+                    self.get_logger().error(f"publishing a frame failed: {type(exc).__name__}: {exc}",
+                                            throttle_duration_sec=5.0)
 
     def _publish(self, frame_bgr) -> None:
         now = self.get_clock().now()
         stamp = now.to_msg()
         out = to_encoding(frame_bgr, self.encoding)
+        msg = None
         if self._cv_bridge is not None:
-            msg = self._cv_bridge.cv2_to_imgmsg(out, encoding=self.encoding)
-            msg.header.stamp, msg.header.frame_id = stamp, self.frame_id
-        else:
+            try:
+                msg = self._cv_bridge.cv2_to_imgmsg(out, encoding=self.encoding)
+                msg.header.stamp, msg.header.frame_id = stamp, self.frame_id
+            except Exception as exc:  # noqa: BLE001 - e.g. a numpy-1 cv_bridge that imported but fails on use
+                self.get_logger().warn(
+                    f"cv_bridge conversion failed ({type(exc).__name__}: {exc}); using the numpy conversion"
+                )
+                self._cv_bridge, msg = None, None
+        if msg is None:
             msg = fill_image(sensor_msgs.msg.Image(), out, self.encoding, stamp, self.frame_id)
         self.image_pub.publish(msg)
         self.info_pub.publish(fill_camera_info(sensor_msgs.msg.CameraInfo(), self.info, stamp, self.frame_id))

@@ -24,6 +24,7 @@ from gemma3nvla_ros.hardware.calibration import (
     EXAMPLE_CALIBRATION,
     SO101_MOTORS,
     CalibrationError,
+    calibrate_command,
     compare_with_servos,
     load_calibration,
     mismatch_message,
@@ -32,7 +33,7 @@ from gemma3nvla_ros.hardware.calibration import (
 )
 from gemma3nvla_ros.hardware.commands import CommandRejected, validate_joint_command
 from gemma3nvla_ros.hardware.feetech_bus import BusError, BusPortError, FeetechBus
-from gemma3nvla_ros.hardware.safety import ArmGoalController, parse_max_relative_target
+from gemma3nvla_ros.hardware.safety import ArmGoalController, joints_outside_range, parse_max_relative_target
 from gemma3nvla_ros.nodes.run import run_node
 from gemma3nvla_ros.ros import (
     Node,
@@ -43,6 +44,9 @@ from gemma3nvla_ros.ros import (
 )
 
 MAX_RECONNECT_BACKOFF_S = 5.0
+# How far (ticks, ~4 deg) a joint may rest beyond its calibrated range when torque comes on: the
+# firmware then pulls it to the limit at full speed, so more than this refuses to enable torque.
+OUTSIDE_RANGE_TOLERANCE_TICKS = 45
 
 
 class StartupError(RuntimeError):
@@ -127,6 +131,7 @@ class So101Bridge(Node):
             changes = self.bus.configure(gripper="gripper" if "gripper" in self.motors else None)
             if changes:
                 log.info(f"configured servos (LeRobot settings): {', '.join(changes)}")
+            self._check_inside_range()
             self.bus.enable_torque()
         except BusError as exc:
             raise StartupError(str(exc)) from exc
@@ -154,6 +159,26 @@ class So101Bridge(Node):
             self.get_logger().info("sim mode without a calibration file: using the built-in example calibration")
             return None, parse_calibration(EXAMPLE_CALIBRATION, self.motors)
         return Path(path), load_calibration(path, self.motors)
+
+    def _check_inside_range(self) -> None:
+        """Before torque comes on: refuse if a joint rests far outside its calibrated range (the
+        firmware would clamp goal := present to the limit and jump there); warn if slightly outside."""
+        assert self.bus is not None
+        present = self.bus.read_positions()
+        far = joints_outside_range(present, self.ranges, OUTSIDE_RANGE_TOLERANCE_TICKS)
+        if far:
+            what = "; ".join(f"{n} at {p} (range {lo}..{hi})" for n, p, lo, hi in far)
+            raise BusError(
+                f"Refusing to enable torque: {what} is outside the calibrated range, and the servo would "
+                "jump to its limit. With torque off, move the joint inside its range by hand, or recalibrate "
+                f"(`{calibrate_command(self.port, self.robot_id or '<robot_id>')}`)."
+            )
+        near = joints_outside_range(present, self.ranges, 0)
+        if near:
+            self.get_logger().warn(
+                "slightly outside the calibrated range, torque will pull to the limit: "
+                + ", ".join(f"{n} at {p} (range {lo}..{hi})" for n, p, lo, hi in near)
+            )
 
     def _check_servo_calibration(self) -> None:
         assert self.bus is not None
@@ -245,6 +270,7 @@ class So101Bridge(Node):
             diffs = compare_with_servos(self.calibration, self.bus.read_calibration())
             if diffs:
                 raise BusError("calibration changed while disconnected: " + "; ".join(diffs))
+            self._check_inside_range()
             self.bus.enable_torque()  # goal = present first: no jump after the reconnect
         except BusError as exc:
             self.bus.close()
@@ -286,7 +312,9 @@ class So101Bridge(Node):
                 },
             )
         ]
-        statuses += [diag.motor_status(h, hw, self.get_name()) for h in self.bus.health.values()]
+        statuses += [
+            diag.motor_status(h, hw, self.get_name(), expect_torque=self.connected) for h in self.bus.health.values()
+        ]
         out = diag.to_diagnostic_array(statuses, self.get_clock().now().to_msg(), diagnostic_msgs.msg)
         self.diag_pub.publish(out)
 

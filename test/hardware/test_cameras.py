@@ -178,3 +178,38 @@ def test_image_fill_matches_frame_layout():
     assert (msg.height, msg.width, msg.step, msg.encoding, msg.is_bigendian) == (4, 5, 15, "rgb8", 0)
     assert isinstance(msg.data, array.array) and msg.data.typecode == "B"
     assert bytes(msg.data) == np.ascontiguousarray(frame[:, ::-1]).tobytes()
+
+
+class _RaisingSource:
+    """A source whose read raises what OpenCV raises on a broken device (cv2.error), not SourceError."""
+
+    paced, width, height, fps = False, 4, 4, 30.0
+
+    def __init__(self):
+        self.opens = 0
+        self.fail = True
+
+    def open(self):
+        self.opens += 1
+
+    def read(self):
+        if self.fail:
+            raise cv2.error("OpenCV(4.x) error: (-215:Assertion failed) !ssize.empty() in function 'resize'")
+        return np.zeros((4, 4, 3), np.uint8)
+
+    def close(self):
+        pass
+
+
+def test_unexpected_read_exception_is_a_loss_not_a_crash():
+    """Anything a read raises (cv2.error from a half-unplugged device, a decoder error) is handled like
+    a lost device: closed, reported, reopened with backoff. It must not escape and kill the capture thread."""
+    clock, logs = ManualClock(), []
+    inner = _RaisingSource()
+    src = ReconnectingSource(inner, initial_backoff_s=0.1, clock=clock, log=logs.append)
+    src.open()
+    assert src.read() is None and not src.connected and src.losses == 1
+    assert "resize" in src.last_error and "camera source lost" in logs[-1]
+    inner.fail = False
+    clock.t = src.next_attempt
+    assert src.read() is not None and src.connected and src.reconnects == 1

@@ -118,3 +118,15 @@ def test_reset_goes_idle():
     assert ctl.cycle(RANGES.mid, MS).goals is None
     with pytest.raises(ValueError):
         ctl.on_command({"gripper": 0.0}, 0, None)
+
+
+def test_joints_outside_range_before_torque_on():
+    from gemma3nvla_ros.hardware.safety import joints_outside_range
+
+    ranges = units.JointRanges.from_calibration(EXAMPLE_CALIBRATION)
+    present = ranges.mid.copy()
+    assert joints_outside_range(present, ranges, 45) == []
+    present[1] = ranges.range_min[1] - 45  # within tolerance: resting on the stop
+    present[3] = ranges.range_max[3] + 46
+    assert [n for n, *_ in joints_outside_range(present, ranges, 45)] == ["wrist_flex"]
+    assert [n for n, *_ in joints_outside_range(present, ranges, 0)] == ["shoulder_lift", "wrist_flex"]

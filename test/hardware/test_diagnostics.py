@@ -59,3 +59,15 @@ def test_to_diagnostic_array_with_stand_in_message_classes():
     arr = diag.to_diagnostic_array([diag.Status("a", diag.ERROR, "m", "hw", {"k": "v"})], "stamp", msgs)
     (status,) = arr.status
     assert status.level == b"\x02" and status.values[0].key == "k" and arr.header.stamp == "stamp"
+
+
+def test_torque_off_while_the_bridge_holds_is_an_error():
+    """An overload trip (Unloading_Condition) or a servo brown-out switches torque off by itself; once
+    the alarm bit clears, everything else reads OK while the joint is limp. Torque must be reported."""
+    s = diag.motor_status(_health(torque_enabled=False), "hw", "br", expect_torque=True)
+    assert s.level == diag.ERROR and "torque off" in s.message and s.values["torque"] == "off"
+    assert diag.motor_status(_health(torque_enabled=True), "hw", "br", expect_torque=True).level == diag.OK
+    # Not expected (bridge disconnected / torque disabled on purpose) or not read yet: no error from it.
+    assert diag.motor_status(_health(torque_enabled=False), "hw", "br").level == diag.OK
+    s = diag.motor_status(_health(), "hw", "br", expect_torque=True)
+    assert s.level == diag.OK and s.values["torque"] == "unknown"

@@ -145,3 +145,26 @@ def test_second_opener_of_the_same_port_is_refused(feetech, sim):
     feetech.close()
     other.open()  # free again once the first closed it
     other.close()
+
+
+def test_disable_torque_reaches_every_answering_motor_when_one_is_dead(feetech, sim):
+    """Shutdown with on_shutdown=disable_torque and one motor silent: the others still go limp (a
+    failure on motor 3 must not leave motors 4..6 holding), and the failure is still raised."""
+    feetech.enable_torque()
+    sim.bus.set_faults(3, dead=True)
+    with pytest.raises(BusError) as exc:
+        feetech.disable_torque()
+    assert exc.value.motor == "elbow_flex"
+    assert [s.torque_enabled for s in sim.bus.servos] == [False, False, True, False, False, False]
+    assert [s.peek("Lock") for s in sim.bus.servos] == [0, 0, 1, 0, 0, 0]
+
+
+def test_diagnostics_read_torque_state(feetech, sim):
+    from gemma3nvla_ros.hardware.scs_protocol import ERRBIT_OVERLOAD
+
+    feetech.enable_torque()
+    assert all(h.torque_enabled for h in feetech.read_diagnostics().values())
+    sim.bus.servo(2).set_alarm(ERRBIT_OVERLOAD)  # the firmware unloads: torque off by itself
+    sim.bus.servo(2).set_alarm(0)  # alarm gone, torque stays off
+    health = feetech.read_diagnostics()
+    assert health["shoulder_lift"].torque_enabled is False and health["shoulder_pan"].torque_enabled is True

@@ -94,3 +94,36 @@ def test_device_loss_is_retried_and_reported(ros, listener, start_node, tmp_path
     assert spin_until(ros, listener, lambda: reconnects() >= 2 and len(images) > 10, 30.0), proc.output
     assert "camera source lost" in proc.output
     assert proc.proc.poll() is None
+
+
+class _BrokenCvBridge:
+    """A cv_bridge that imported fine but fails on use (numpy-1 build under numpy 2, ABI mismatch)."""
+
+    def cv2_to_imgmsg(self, *_args, **_kwargs):
+        raise AttributeError("_ARRAY_API not found")
+
+
+def test_cv_bridge_failing_at_conversion_falls_back_to_numpy(ros, listener):
+    from gemma3nvla_ros.nodes.camera_node import CameraNode
+    from gemma3nvla_ros.ros import Parameter, qos_profile_sensor_data, sensor_msgs
+
+    name = f"cvb{listener.get_name()[-5:]}"
+    got = []
+    listener.create_subscription(sensor_msgs.msg.Image, f"/cameras/{name}/image_raw", got.append, qos_profile_sensor_data)
+    node = CameraNode(parameter_overrides=[
+        Parameter("name", value=name), Parameter("width", value=32), Parameter("height", value=24),
+        Parameter("fps", value=1.0),
+    ])
+    try:
+        node.start()
+        node._cv_bridge = _BrokenCvBridge()
+        frame = np.zeros((24, 32, 3), np.uint8)
+        frame[..., 2] = 200  # red in BGR
+        deadline_ok = spin_until(ros, listener, lambda: (node._publish(frame), bool(got))[1], 10.0)
+        assert deadline_ok and node._cv_bridge is None
+        msg = got[-1]
+        assert (msg.encoding, msg.width, msg.height) == ("rgb8", 32, 24)
+        assert bytes(msg.data[:3]) == b"\xc8\x00\x00"
+    finally:
+        node.close()
+        node.destroy_node()

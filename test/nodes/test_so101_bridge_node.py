@@ -303,3 +303,22 @@ def test_port_loss_reconnects_and_holds(ros, arm, start_node, standalone_sim, tm
     assert spin_until(ros, arm.node, lambda: len(arm.states) > n + 20 and bus_level() == 0, 30.0), proc.output
     assert "servo bus reconnected" in proc.output
     assert all(abs(v) < 0.01 for v in arm.positions().values())
+
+
+def test_joint_far_outside_the_calibrated_range_refuses_to_enable_torque(start_node, standalone_sim, tmp_path):
+    """The servo firmware clamps Goal_Position to its limits: enabling torque (goal := present) with a
+    joint resting far outside [range_min, range_max] would drive it to the limit at full speed — a
+    start-up jump. The bridge must refuse, say which joint and what to do, and leave torque off."""
+    port = standalone_sim()  # every joint rests mid-range of the example calibration (wrist_flex ~2025)
+    narrow = {k: dict(v) for k, v in EXAMPLE_CALIBRATION.items()}
+    narrow["wrist_flex"]["range_min"] = 2400
+    cal = tmp_path / "narrow.json"
+    cal.write_text(json.dumps(narrow))
+    proc = start_node(
+        BRIDGE, "-p", f"port:={port}", "-p", f"calibration_file:={cal}", "-p", "write_calibration_to_motors:=true",
+        name="bridge",
+    )
+    assert proc.wait_exit() == 2, proc.output
+    assert "wrist_flex" in proc.output and "outside the calibrated range" in proc.output
+    assert _torque(port) == [0] * 6
+    assert abs(_registers(port, 56)[3] - 2025) <= 2  # it did not move

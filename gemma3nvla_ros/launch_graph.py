@@ -19,7 +19,9 @@ cannot drift. The format::
 ``$(var NAME)`` substitutes a launch argument, as in ROS launch files. A value that is exactly one
 substitution takes the argument's YAML type (``"30"`` -> 30, ``"true"`` -> True), as ROS launch does
 for parameters, except that an argument whose default is a float stays a float (``fps:=15`` -> 15.0):
-rclpy refuses an integer for a parameter declared as a double.
+rclpy refuses an integer for a parameter declared as a double; and an argument whose default is a
+string (``synthetic``, ``""``, ``/dev/ttyACM0``) stays a string (``wrist_source:=0`` -> ``"0"``, a
+device index for a parameter declared as a string, which an int would make the node refuse).
 """
 from __future__ import annotations
 
@@ -131,6 +133,7 @@ def resolve_graph(path: Path, overrides: Mapping[str, str] | None = None) -> Gra
         values[arg.name] = value
 
     float_args = {a.name for a in arguments.values() if isinstance(_yaml_value(a.default or ""), float)}
+    str_args = {a.name for a in arguments.values() if a.default is not None and isinstance(_yaml_value(a.default), str)}
     nodes: list[NodeSpec] = []
     seen: set[str] = set()
     for index, raw in enumerate(raw_nodes):
@@ -140,7 +143,7 @@ def resolve_graph(path: Path, overrides: Mapping[str, str] | None = None) -> Gra
         extra = sorted(set(raw) - _NODE_KEYS)
         if extra:
             raise GraphError(f"{where}: unknown key(s) {extra}; allowed: {sorted(_NODE_KEYS)}")
-        node = _substitute(raw, values, float_args, where)
+        node = _substitute(raw, values, float_args, str_args, where)
         if "condition" in node and not _truthy(node["condition"], where):
             continue
         fqn = f"{node.get('namespace') or ''}/{node['name']}"
@@ -173,11 +176,11 @@ def parse_launch_arguments(tokens: list[str]) -> dict[str, str]:
     return result
 
 
-def _substitute(value: Any, values: Mapping[str, str], float_args: set[str], where: str) -> Any:
+def _substitute(value: Any, values: Mapping[str, str], float_args: set[str], str_args: set[str], where: str) -> Any:
     if isinstance(value, dict):
-        return {k: _substitute(v, values, float_args, where) for k, v in value.items()}
+        return {k: _substitute(v, values, float_args, str_args, where) for k, v in value.items()}
     if isinstance(value, list):
-        return [_substitute(v, values, float_args, where) for v in value]
+        return [_substitute(v, values, float_args, str_args, where) for v in value]
     if not isinstance(value, str) or "$(" not in value:
         return value
 
@@ -192,6 +195,8 @@ def _substitute(value: Any, values: Mapping[str, str], float_args: set[str], whe
     whole = _VAR.fullmatch(value)
     text = _VAR.sub(lookup, value)
     if whole:
+        if whole.group(1) in str_args:
+            return text
         typed = _yaml_value(text)
         if whole.group(1) in float_args and isinstance(typed, int) and not isinstance(typed, bool):
             return float(typed)

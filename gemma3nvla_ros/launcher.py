@@ -86,6 +86,8 @@ class Launcher:
         status = 0
         try:
             for spec in self.graph.nodes:
+                if self._stop.is_set():  # Ctrl-C/SIGTERM during start-up: start nothing more
+                    break
                 running[spec.name] = self._start(spec)
             respawn_at: dict[str, float] = {}
             while not self._stop.is_set():
@@ -97,7 +99,8 @@ class Launcher:
                     del running[name]
                     if item.spec.required:
                         self.log(f"required node '{name}' exited with code {code}; stopping the launch")
-                        status = code if code else 1
+                        # killed by a signal (negative code): the shell's 128+N, never a negative exit
+                        status = code if code > 0 else (128 - code if code < 0 else 1)
                         self._stop.set()
                     elif item.spec.respawn:
                         self.log(f"node '{name}' exited with code {code}; respawning in {item.spec.respawn_delay:g} s")

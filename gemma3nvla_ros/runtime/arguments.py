@@ -55,11 +55,11 @@ class RosArguments:
         return self._special("__ns", node_name)
 
     def _special(self, key: str, node_name: str) -> Optional[str]:
-        found = None
+        """The first matching rule wins, as for every remap in rcl (node-local rules come first)."""
         for r in self.remaps:
             if r.from_ == key and (r.node is None or r.node == node_name):
-                found = r.to
-        return found
+                return r.to
+        return None
 
 
 def _split_node_prefix(text: str) -> tuple[Optional[str], str]:

@@ -100,6 +100,15 @@ class DiscoveryMonitor:
         for e in others:
             self._check(e)
 
+    def unregister_local(self, dds_topic: str, warn: Callable[[str], None]) -> None:
+        """Forget a destroyed endpoint (its ``warn`` holds the node: keeping it would leak the node)."""
+        with self._lock:
+            entries = [x for x in self._local.get(dds_topic, ()) if x[1] is not warn]
+            if entries:
+                self._local[dds_topic] = entries
+            else:
+                self._local.pop(dds_topic, None)
+
     def _check(self, e: Endpoint) -> None:
         with self._lock:
             locals_ = list(self._local.get(e.topic_name, ()))

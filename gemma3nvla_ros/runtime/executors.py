@@ -43,12 +43,14 @@ class ConditionReachedException(Exception):
 
 
 class _Work:
-    __slots__ = ("entity", "group", "fn")
+    __slots__ = ("entity", "group", "fn", "node", "item")
 
-    def __init__(self, entity, group, fn: Callable[[], None]):
+    def __init__(self, entity, group, fn: Callable[[], None], node=None, item=None):
         self.entity = entity
         self.group = group
         self.fn = fn
+        self.node = node  # None for tasks
+        self.item = item  # the taken sample/request, for subscriptions and services
 
 
 class Executor:
@@ -86,7 +88,23 @@ class Executor:
             if node in self._nodes:
                 self._nodes.remove(node)
                 node._set_executor(None)
+                self._unbatch(node)
         self.wake()
+
+    def _unbatch(self, node) -> None:
+        """Work collected for ``node`` but not run yet must not run while spinning other nodes (rclpy
+        only executes callbacks of the executor's nodes): taken samples/requests go back to the front
+        of their entity's queue and triggered guard conditions stay triggered, for the node's next spin."""
+        keep = []
+        for w in self._batch:
+            if w.node is not node:
+                keep.append(w)
+            elif w.item is not None:
+                with w.entity._qlock:
+                    w.entity._queue.appendleft(w.item)
+            elif hasattr(w.entity, "_triggered"):  # a guard condition
+                w.entity._triggered = True
+        self._batch = keep
 
     def get_nodes(self) -> list:
         with self._nodes_lock:
@@ -204,26 +222,26 @@ class Executor:
                 if full():
                     break
                 if tm.callback is not None and tm.is_ready() and allowed(tm, tm.callback_group) and tm._take():
-                    work.append(_Work(tm, tm.callback_group, self._timer_fn(tm)))
+                    work.append(_Work(tm, tm.callback_group, self._timer_fn(tm), n))
             for s in n.subscriptions:
                 if full():
                     break
                 if s.has_pending() and allowed(s, s.callback_group):
                     item = s.pop()
                     if item is not None:
-                        work.append(_Work(s, s.callback_group, _bind(s.deliver, item)))
+                        work.append(_Work(s, s.callback_group, _bind(s.deliver, item), n, item))
             for srv in n.services:
                 if full():
                     break
                 if srv.has_pending() and allowed(srv, srv.callback_group):
                     item = srv.pop()
                     if item is not None:
-                        work.append(_Work(srv, srv.callback_group, _bind(srv.deliver, item)))
+                        work.append(_Work(srv, srv.callback_group, _bind(srv.deliver, item), n, item))
             for g in n.guards:
                 if full():
                     break
                 if g._triggered and allowed(g, g.callback_group) and g._take() and g.callback is not None:
-                    work.append(_Work(g, g.callback_group, self._wrap_callback(g.callback)))
+                    work.append(_Work(g, g.callback_group, self._wrap_callback(g.callback), n))
         return work
 
     def _timer_fn(self, timer) -> Callable[[], None]:

@@ -440,7 +440,7 @@ class Node:
     def declare_parameter(self, name: str, value: Any = None, descriptor=None,
                           ignore_override: bool = False) -> Parameter:
         if value is None and descriptor is None:
-            descriptor = _rcl().msg.ParameterDescriptor()
+            return self.declare_parameters("", [(name,)], ignore_override)[0]  # rclpy: dynamically typed
         return self.declare_parameters("", [(name, value, descriptor or _rcl().msg.ParameterDescriptor())],
                                        ignore_override)[0]
 
@@ -457,6 +457,8 @@ class Node:
             full = f"{namespace}.{name}" if namespace else name
             value = entry[1] if len(entry) > 1 else None
             descriptor = entry[2] if len(entry) > 2 else rcl.msg.ParameterDescriptor()
+            if len(entry) == 1:  # rclpy (deprecated form): a name alone declares a dynamically typed parameter
+                descriptor.dynamic_typing = True
             descriptor.name = full
             if full in self._parameters or full in descriptors:
                 raise ParameterAlreadyDeclaredException(full)

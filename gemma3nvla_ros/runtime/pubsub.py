@@ -35,12 +35,20 @@ def check_msg_type(msg_type: Any) -> None:
         raise TypeError(f"{msg_type!r} is not a ROS message class")
 
 
-def _watch_type(node: "Node", dds_topic: str, msg_type: type) -> None:
-    """Warn (once) when another endpoint on this topic uses a different type: DDS never matches them."""
+def _watch_type(node: "Node", dds_topic: str, msg_type: type) -> Callable[[], None]:
+    """Warn (once) when another endpoint on this topic uses a different type: DDS never matches them.
+    Returns what the endpoint's destroy() calls to stop watching."""
     from gemma3nvla_ros.runtime.discovery import monitor_for
     mon = monitor_for(node.context.participant())
-    if mon is not None:
-        mon.register_local(dds_topic, dds_type_name(msg_type), lambda text: node.get_logger().warn(text))
+    if mon is None:
+        return lambda: None
+    logger = node.get_logger()
+
+    def warn(text: str) -> None:
+        logger.warn(text)
+
+    mon.register_local(dds_topic, dds_type_name(msg_type), warn)
+    return lambda: mon.unregister_local(dds_topic, warn)
 
 
 class Publisher:
@@ -54,7 +62,7 @@ class Publisher:
         self._writer = RawWriter(node.context.participant(), "rt" + topic, dds_type_name(msg_type),
                                  to_endpoint_qos(qos_profile, is_writer=True), endpoint_user_data(type_hash(msg_type)))
         self.guid = self._writer.guid
-        _watch_type(node, "rt" + topic, msg_type)
+        self._unwatch = _watch_type(node, "rt" + topic, msg_type)
 
     @property
     def topic_name(self) -> str:
@@ -81,6 +89,7 @@ class Publisher:
         return True
 
     def destroy(self) -> None:
+        self._unwatch()
         self._writer.close()
 
 
@@ -132,7 +141,7 @@ class Subscription(TakenSamples):
         self._reader = RawReader(node.context.participant(), "rt" + topic, dds_type_name(msg_type),
                                  to_endpoint_qos(qos_profile), endpoint_user_data(type_hash(msg_type)))
         self.guid = self._reader.guid
-        _watch_type(node, "rt" + topic, msg_type)
+        self._unwatch = _watch_type(node, "rt" + topic, msg_type)
         maxlen = None if qos_profile.history == HistoryPolicy.KEEP_ALL else max(1, qos_profile.depth or 1)
         self._init_queue(maxlen)
         self.malformed_count = 0
@@ -162,4 +171,5 @@ class Subscription(TakenSamples):
         self.callback(msg)
 
     def destroy(self) -> None:
+        self._unwatch()
         self._reader.close()

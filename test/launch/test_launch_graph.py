@@ -54,6 +54,29 @@ def test_float_arguments_stay_float_when_given_as_integers(graph_file: Path) -> 
     assert nodes[0].parameters["publish_rate"] == 200.0 and isinstance(nodes[0].parameters["publish_rate"], float)
 
 
+def test_string_arguments_stay_strings_when_given_as_numbers(tmp_path: Path) -> None:
+    # README: wrist_source may be a device index (`wrist_source:=0`); camera_node declares `source` as a
+    # string, so an int would make the node refuse its override (and a respawning node crash-loop)
+    path = tmp_path / "g.yaml"
+    path.write_text("""
+arguments:
+  source: {default: synthetic}
+  robot_id: {default: ""}
+  width: {default: "640"}
+  enabled: {default: "true"}
+nodes:
+  - {name: cam, executable: camera_node, condition: "$(var enabled)",
+     parameters: {source: "$(var source)", robot_id: "$(var robot_id)", width: "$(var width)"}}
+""")
+    params = resolve_graph(path, {"source": "0", "robot_id": "42", "width": "320"}).nodes[0].parameters
+    assert params == {"source": "0", "robot_id": "42", "width": 320}
+    assert resolve_graph(path, {"enabled": "false"}).nodes == []
+    shipped = resolve_graph(graph_path("so101_pickplace"), {"wrist_source": "0", "robot_id": "7"})
+    cameras = {n.name: n for n in shipped.nodes}
+    assert cameras["camera_wrist"].parameters["source"] == "0"
+    assert cameras["so101_bridge"].parameters["robot_id"] == "7"
+
+
 def test_ros_args_and_params_file_are_ros_format(graph_file: Path) -> None:
     graph = resolve_graph(graph_file, {"port": "p", "mode": "real"})
     camera = graph.nodes[1]

@@ -129,3 +129,26 @@ def test_cli_reports_unknown_graph_and_arguments(tmp_path: Path) -> None:
         capture_output=True, text=True,
     )
     assert result.returncode == 2 and "unknown launch argument(s) moed" in result.stderr
+
+
+def test_stop_during_start_up_starts_no_further_nodes(programs) -> None:
+    out = io.StringIO()
+    launcher = None
+
+    def command_for(executable, args):
+        launcher.request_stop()  # Ctrl-C arrives while the first node is being started
+        return programs(executable, args)
+
+    launcher = Launcher(Graph("t", {}, [NodeSpec("first", "forever"), NodeSpec("second", "forever")]),
+                        out=out, command_for=command_for)
+    assert launcher.run() == 0
+    assert "started 'first'" in out.getvalue() and "started 'second'" not in out.getvalue()
+
+
+def test_required_node_killed_by_a_signal_gives_a_shell_style_status(tmp_path: Path) -> None:
+    script = tmp_path / "killed.py"
+    script.write_text("import os, signal, time\ntime.sleep(0.3)\nos.kill(os.getpid(), signal.SIGKILL)\n")
+    graph = Graph("t", {}, [NodeSpec("bridge", "killed", required=True)])
+    status, log = _run(graph, lambda executable, args: [sys.executable, str(script), *args])
+    assert status == 128 + signal.SIGKILL
+    assert "required node 'bridge' exited with code -9" in log

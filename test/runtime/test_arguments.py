@@ -49,3 +49,18 @@ def test_log_level_from_init_args(capfd):
     finally:
         rcutils_logger.set_logger_level("quiet_node", rcutils_logger.LoggingSeverity.UNSET)
         rclpy_api.try_shutdown()
+
+
+def test_first_node_name_rule_wins_and_node_local_rules_beat_global_ones(rclpy):
+    # rcl (test_remap.cpp: use_first_nodename_rule, local_nodename_replacement_before_global)
+    from gemma3nvla_ros.runtime.arguments import parse_ros_args
+    a = parse_ros_args(["--ros-args", "-r", "__node:=first", "-r", "__node:=second",
+                        "-r", "__ns:=/one", "-r", "__ns:=/two"])
+    assert a.node_name_override("x") == "first" and a.namespace_override("x") == "/one"
+    rclpy.shutdown()
+    rclpy.init(args=["--ros-args", "-r", "__node:=global_name", "-r", "__ns:=/global_ns"])
+    node = rclpy.create_node("plain", cli_args=["--ros-args", "-r", "__node:=local_name", "-r", "__ns:=/local_ns"])
+    try:
+        assert node.get_fully_qualified_name() == "/local_ns/local_name"
+    finally:
+        node.destroy_node()

@@ -61,6 +61,36 @@ def test_future_and_spin_until_future_complete(rclpy):
     assert not never.done() and time.monotonic() - t0 < 5
 
 
+def test_spin_once_runs_only_callbacks_of_the_node_it_spins(rclpy, wait_until):
+    """rclpy.spin_once(node) adds/removes the node on the global executor: work collected for a
+    node must not run later while another node spins (e.g. after the first was destroyed), and a
+    sample taken for it must still reach it on its next spin."""
+    from gemma3nvla_ros.runtime.interfaces import std_msgs
+    a = rclpy.create_node("batch_a")
+    b = rclpy.create_node("batch_b")
+    calls = []
+    for i in range(3):
+        a.create_timer(0.01, lambda i=i: calls.append(("timer", i)))
+    got = []
+    a.create_subscription(std_msgs.msg.String, "/batch_topic", lambda m: got.append(m.data), 10)
+    pub = b.create_publisher(std_msgs.msg.String, "/batch_topic", 10)
+    assert wait_until(lambda: pub.get_subscription_count() == 1)
+    pub.publish(std_msgs.msg.String(data="hello"))
+    time.sleep(0.2)
+    rclpy.spin_once(a, timeout_sec=0.5)  # collects three timers and the sample, runs one
+    assert len(calls) + len(got) == 1
+    rclpy.spin_once(b, timeout_sec=0.05)
+    rclpy.spin_once(b, timeout_sec=0.05)
+    assert len(calls) + len(got) == 1  # nothing of a's ran while b was spun
+    assert wait_until(lambda: got == ["hello"], 5, step=lambda: rclpy.spin_once(a, timeout_sec=0.05))
+    a.destroy_node()
+    before = list(calls)
+    for _ in range(3):
+        rclpy.spin_once(b, timeout_sec=0.05)
+    assert calls == before
+    b.destroy_node()
+
+
 def test_coroutine_callbacks_await_service_calls(rclpy, wait_until):
     from gemma3nvla_ros.ros import Node, SingleThreadedExecutor, std_srvs
     node = Node("async_user")

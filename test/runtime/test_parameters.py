@@ -59,6 +59,20 @@ def test_declare_get_set_like_rclpy(rclpy):
     assert [q.value for q in node.get_parameters(["chunk.size", "chunk.strategy"])] == [50, "latest"]
 
 
+def test_declaring_only_a_name_is_dynamically_typed_like_rclpy(rclpy):
+    # rclpy: `declare_parameter(name)` / a 1-tuple sets descriptor.dynamic_typing (what `ros2 param describe` shows)
+    from gemma3nvla_ros.ros import Node, Parameter
+    node = Node("dyn_params")
+    node.declare_parameter("anything")
+    node.declare_parameters("", [("other",)])
+    assert node.describe_parameter("anything").dynamic_typing
+    assert node.describe_parameter("other").dynamic_typing
+    assert not node.describe_parameter("use_sim_time").dynamic_typing
+    assert node.set_parameters([Parameter("anything", value=1)])[0].successful
+    assert node.set_parameters([Parameter("anything", value="text")])[0].successful
+    node.destroy_node()
+
+
 def test_read_only_and_ranges(rclpy):
     from gemma3nvla_ros.ros import Node, Parameter, ParameterDescriptor, rcl_interfaces
     node = Node("ro")

@@ -186,3 +186,24 @@ def test_log_lines_are_published_on_rosout(rclpy, wait_until):
     assert wait_until(lambda: bool(mine()), 10, lambda: rclpy.spin_once(listener, timeout_sec=0.05))
     m = mine()[0]
     assert m.level == 30 and m.function == "test_log_lines_are_published_on_rosout" and m.line > 0
+
+
+def test_destroyed_nodes_and_endpoints_are_released(rclpy):
+    """destroy_node()/destroy_subscription() must not leave the node reachable from process-wide
+    state (the type-mismatch watcher kept a closure over every node ever created)."""
+    import gc
+    import weakref
+    from gemma3nvla_ros.runtime.discovery import monitor_for
+    from gemma3nvla_ros.runtime.interfaces import std_msgs
+    refs = []
+    for i in range(3):
+        node = rclpy.create_node(f"released_{i}")
+        node.create_subscription(std_msgs.msg.String, "/released_topic", lambda m: None, 10)
+        node.create_publisher(std_msgs.msg.String, "/released_topic", 10)
+        node.destroy_node()
+        refs.append(weakref.ref(node))
+        del node
+    gc.collect()
+    assert [r() for r in refs] == [None, None, None]
+    mon = monitor_for(rclpy.get_default_context().participant())
+    assert mon is None or "rt/released_topic" not in mon._local

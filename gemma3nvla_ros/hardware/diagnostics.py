@@ -31,7 +31,10 @@ def motor_status(health: MotorHealth, hardware_id: str, prefix: str, expect_torq
     level, problems = OK, []
     if expect_torque and health.torque_enabled is False:
         level = ERROR
-        problems.append("torque off (overload/overheat trip or power loss): the joint is limp; restart the bridge")
+        problems.append(
+            "torque off (overload/overheat trip or power loss): the joint is limp; the bridge re-enables it "
+            "where it stands once the motor answers without an alarm inside its calibrated range"
+        )
     if health.consecutive_failures:
         level = ERROR
         problems.append(f"not answering ({health.consecutive_failures} failed transactions in a row)")
@@ -69,6 +72,7 @@ def motor_status(health: MotorHealth, hardware_id: str, prefix: str, expect_torq
             "no_reply": str(health.no_reply),
             "bad_checksum": str(health.bad_checksum),
             "consecutive_failures": str(health.consecutive_failures),
+            "recoveries": str(health.recoveries),
         },
     )
 

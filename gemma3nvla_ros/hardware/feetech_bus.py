@@ -10,7 +10,10 @@ a long-running node needs and LeRobot leaves out:
   only drains output, so a leftover reply could otherwise be taken for the next read's answer);
 * the status-packet error byte of every reply is kept (the SDK's GroupSyncRead drops it);
 * EEPROM configuration is written only where it differs (no needless torque-off, no EEPROM wear);
-* Goal_Position is set to Present_Position before torque is enabled, so enabling never jumps.
+* Goal_Position is set to Present_Position before torque is enabled, so enabling never jumps;
+* a motor whose transaction failed after its retries is marked ``unreachable`` (it may have lost power:
+  an STS3215 comes back from a brown-out with torque off and its RAM reset), and :meth:`recover_motor`
+  brings one such motor back alone, holding where it now is.
 """
 from __future__ import annotations
 
@@ -77,6 +80,10 @@ class MotorHealth:
     current_a: float | None = None
     torque_enabled: bool | None = None  # Torque_Enable as last read (a trip or brown-out clears it)
     last_ok: float | None = None  # bus clock time of the last good reply
+    # A transaction naming this motor failed after its retries since torque was last enabled on it:
+    # it may have lost power (and with it torque and RAM). Cleared by enable_torque / recover_motor.
+    unreachable: bool = False
+    recoveries: int = 0  # times recover_motor brought it back
 
 
 @dataclass
@@ -219,6 +226,8 @@ class FeetechBus:
                 self._count_failure(result)
             self.counters.failed += 1
             motor = self._name_of.get(result.failed_id) if result.failed_id is not None else None
+            if motor is not None:
+                self.health[motor].unreachable = True
             who = f" (motor {motor}, id {result.failed_id})" if motor else ""
             raise BusError(
                 f"{what} failed after {1 + self.retries} tries{who}: {self._ph.getTxRxResult(result.comm)}",
@@ -430,14 +439,16 @@ class FeetechBus:
         if bad:
             raise BusError(f"Calibration write did not stick on {bad} (EEPROM locked?)")
 
-    def configure(self, gripper: str | None = "gripper") -> list[str]:
-        """LeRobot's on-connect configuration, written only where servo memory differs.
+    def configure(self, gripper: str | None = "gripper", names: Sequence[str] | None = None) -> list[str]:
+        """LeRobot's on-connect configuration, written only where servo memory differs (of ``names``,
+        default every motor; only those lose torque).
 
         Returns the changes made ("" list when nothing needed writing). Torque is left off if anything
         had to be written (EEPROM needs it); the caller enables torque afterwards.
         """
+        names = list(names or self.names)
         wanted: list[tuple[str, str, int]] = []
-        for name in self.names:
+        for name in names:
             regs = dict(ARM_CONFIG)
             if name == gripper:
                 regs.update(GRIPPER_CONFIG)
@@ -447,7 +458,7 @@ class FeetechBus:
                     wanted.append((name, register, value))
         if not wanted:
             return []
-        self.disable_torque()
+        self.disable_torque(names)
         for name, register, value in wanted:
             self.write(name, register, value)
         stuck = [(n, r, v) for n, r, v in wanted if self.read(n, r) != v]
@@ -463,6 +474,7 @@ class FeetechBus:
         for name in names or self.names:
             try:
                 self.write(name, "Torque_Enable", 0)
+                self.health[name].torque_enabled = False
                 self.write(name, "Lock", 0)
             except BusPortError:
                 raise
@@ -471,8 +483,9 @@ class FeetechBus:
         if first is not None:
             raise first
 
-    def enable_torque(self, names: Sequence[str] | None = None) -> None:
-        """Goal := present first (so the arm holds where it is), then torque on and EEPROM locked."""
+    def enable_torque(self, names: Sequence[str] | None = None) -> dict[str, int]:
+        """Goal := present first (so the arm holds where it is), then torque on and EEPROM locked.
+        Returns the positions held (ticks)."""
         names = list(names or self.names)
         present = self.sync_read("Present_Position", names)
         for name in names:
@@ -480,6 +493,36 @@ class FeetechBus:
         for name in names:
             self.write(name, "Torque_Enable", 1)
             self.write(name, "Lock", 1)
+            self.health[name].torque_enabled = True
+            self.health[name].unreachable = False
+        return present
+
+    def refresh_torque(self, name: str) -> bool:
+        """Read one motor's Torque_Enable into its health. On means it never lost power (a motor that
+        only missed replies keeps holding its goal), so it is no longer ``unreachable``."""
+        on = self.read(name, "Torque_Enable") == 1
+        health = self.health[name]
+        health.torque_enabled = on
+        if on:
+            health.unreachable = False
+        return on
+
+    def recover_motor(self, name: str, gripper: str | None = "gripper") -> int:
+        """Bring one motor back after a brown-out or a torque trip, holding where it now is: the
+        on-connect configuration where servo memory lost it (Acceleration and Maximum_Acceleration
+        live in RAM), then :meth:`enable_torque` for this motor alone (goal := present before torque
+        on), verified by reading Torque_Enable back (an alarm in Unloading_Condition that is still
+        active switches it straight off again). Returns the position held (ticks); raises BusError
+        (the motor stays ``unreachable`` / limp) if any step fails."""
+        health = self.health[name]
+        self.configure(gripper, names=[name])
+        held = self.enable_torque([name])[name]
+        if self.read(name, "Torque_Enable") != 1:
+            health.torque_enabled = False
+            alarm = scsp.describe_error_bits(health.error_bits) or "no alarm bit reported"
+            raise BusError(f"torque on {name} did not stay on ({alarm})", motor=name)
+        health.recoveries += 1
+        return held
 
     def torque_enabled(self) -> dict[str, bool]:
         return {n: self.read(n, "Torque_Enable") == 1 for n in self.names}

@@ -6,17 +6,32 @@ States: IDLE (no command yet: servos hold the goal = present written when torque
 longer than ``command_timeout``: the present position is latched once as the goal and kept — the arm
 stops where it is, and the latched goal is not re-read each cycle, so a joint sagging under load does
 not ratchet down).  Times are node-clock nanoseconds, so use_sim_time drives it too.
+
+Motor recovery (:func:`motors_to_recover`, :meth:`ArmGoalController.hold_joint`): a motor that failed
+to answer, or reads torque off while the bridge holds, is brought back holding where it now is. Only
+that joint's target is reset; the watchdog state and the other joints' targets are kept. Rationale:
+the other servos never lost torque and hold (or step towards) goals that were clamped relative to
+fresh present positions, so they need nothing; a full reset would drop their targets mid-motion and
+turn a HOLDING latch into IDLE for no safety gain. What matters is that the recovered joint is not
+driven back to a target from before the outage, which may be far from where it fell; with its target
+at its present position, later commands move it only as they move any joint (the calibrated range
+and ``max_relative_target`` apply relative to its new present). A port loss still resets everything
+(every servo may have been power-cycled).
 """
 from __future__ import annotations
 
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
 
 from gemma3nvla_ros.control import units
+
+if TYPE_CHECKING:
+    from gemma3nvla_ros.hardware.feetech_bus import MotorHealth
 
 
 class WatchdogState(str, enum.Enum):
@@ -63,6 +78,20 @@ def joints_outside_range(
     ]
 
 
+def motors_to_recover(health: Mapping[str, "MotorHealth"]) -> list[str]:
+    """Motors whose torque must be re-enabled, given that every motor just answered a read: those
+    marked ``unreachable`` (a transaction failed after its retries: maybe a brown-out, after which the
+    servo is limp with its RAM reset), and those read with torque off while no alarm is reported (an
+    overload trip that has cleared). A motor whose alarm is still active is left limp: the firmware
+    would switch torque straight off again, and an overheating servo should cool down."""
+    due = []
+    for name, h in health.items():
+        alarm = (h.status or 0) | h.error_bits
+        if h.unreachable or (h.torque_enabled is False and not alarm):
+            due.append(name)
+    return due
+
+
 class ArmGoalController:
     def __init__(
         self,
@@ -87,6 +116,13 @@ class ArmGoalController:
         self.state = WatchdogState.IDLE
         self._target = None
         self._last_command_ns = None
+
+    def hold_joint(self, name: str, present_tick: float) -> None:
+        """One joint came back (goal := present written, torque on): its target becomes its present
+        position, so no cycle drives it back to a target from before. Other joints and the watchdog
+        state are untouched (see the module docstring)."""
+        if self._target is not None:
+            self._target[self.names.index(name)] = float(present_tick)
 
     def on_command(self, positions_rad: Mapping[str, float], now_ns: int, present_ticks: NDArray[np.float64] | None) -> None:
         """Accept an already validated command. Joints it does not name keep their previous target

@@ -5,6 +5,10 @@ rate on it, which a pty accepts and ignores), so the SDK and everything above it
 
     sim_servo_bus --link /tmp/so101_sim          # prints the pty path, serves until Ctrl-C
     ros2 run gemma3nvla_ros so101_bridge --ros-args -p port:=/tmp/so101_sim
+
+With ``--exit-on-stdin-eof`` every line on stdin is also a command for the servos (see
+:func:`apply_command`), answered by one line on stdout (``ok ...`` or ``error ...``), so a test can cut a
+servo's power, move the limp joint and power it up again at exactly the moment it wants.
 """
 from __future__ import annotations
 
@@ -94,6 +98,38 @@ class PtySimBus:
         self.stop()
 
 
+COMMANDS = {
+    "power-off": "ID: the servo loses its supply (stops answering, goes limp where it is)",
+    "power-on": "ID: supply back: torque off, RAM at power-on values (Goal_Position not = present)",
+    "move": "ID TICKS: an external force moves the joint to TICKS (present frame; sticks only while limp)",
+    "alarm": "ID BITS: set the Status alarm bits (an overload trip, 32, unloads torque); 0 clears them",
+    "dead": "ID 1|0: the servo stops/starts answering but keeps its power and torque (a data-line fault)",
+}
+
+
+def apply_command(bus: SimServoBus, line: str) -> str:
+    """One text command (``COMMANDS``) applied to ``bus``; returns the reply line."""
+    words = line.split()
+    try:
+        verb, servo_id, *rest = words
+        servo = bus.servo(int(servo_id))
+        if verb == "power-off" and not rest:
+            bus.set_power(servo.servo_id, False)
+        elif verb == "power-on" and not rest:
+            bus.set_power(servo.servo_id, True)
+        elif verb == "move" and len(rest) == 1:
+            servo.push_to(float(rest[0]))
+        elif verb == "alarm" and len(rest) == 1:
+            servo.set_alarm(int(rest[0], 0))
+        elif verb == "dead" and rest in (["0"], ["1"]):
+            bus.set_faults(servo.servo_id, dead=rest == ["1"])
+        else:
+            raise ValueError(f"expected one of: {', '.join(f'{k} {v}' for k, v in COMMANDS.items())}")
+    except (ValueError, KeyError) as exc:
+        return f"error {line.strip()}: {exc}"
+    return f"ok {' '.join(words)}"
+
+
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="sim_servo_bus",
@@ -117,7 +153,13 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="ID:START:END",
-        help="motor ID stops answering START seconds after start and comes back at END (repeatable)",
+        help="motor ID loses power START seconds after start (stops answering, limp) and powers up at END "
+        "(torque off, Goal_Position reset: a brown-out) (repeatable)",
+    )
+    p.add_argument(
+        "--cold",
+        action="store_true",
+        help="servos start as right after power-up (RAM at power-on values, Goal_Position not = present)",
     )
     p.add_argument("--drop-probability", type=float, default=0.0, help="chance a reply is lost")
     p.add_argument("--corrupt-probability", type=float, default=0.0, help="chance of a bad checksum")
@@ -126,7 +168,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--exit-on-stdin-eof",
         action="store_true",
-        help="exit when stdin closes (a parent process that started us as a child has gone)",
+        help="exit when stdin closes (a parent process that started us as a child has gone); "
+        "lines on stdin are servo commands (power-off/power-on/move/alarm/dead ID ...), answered on stdout",
     )
     return p.parse_args(argv)
 
@@ -144,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"sim_servo_bus: cannot use calibration {args.calibration}: {exc!r}", file=sys.stderr)
                 return 2
     ids = [int(x) for x in args.ids.split(",") if x.strip()]
-    bus = make_so101_bus(calibration=calibration, ids=ids, seed=args.seed)
+    bus = make_so101_bus(calibration=calibration, ids=ids, seed=args.seed, cold=args.cold)
     for dead in args.dead:
         bus.set_faults(dead, dead=True)
     if args.drop_probability or args.corrupt_probability:
@@ -156,8 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     server = PtySimBus(bus, link=args.link).start()
     for spec in args.dead_between:
         motor, start_s, end_s = spec.split(":")
-        for delay, dead in ((float(start_s), True), (float(end_s), False)):
-            timer = threading.Timer(delay, bus.set_faults, args=(int(motor),), kwargs={"dead": dead})
+        for delay, on in ((float(start_s), False), (float(end_s), True)):
+            timer = threading.Timer(delay, bus.set_power, args=(int(motor), on))
             timer.daemon = True
             timer.start()
     if args.path_file:
@@ -178,8 +221,9 @@ def main(argv: list[str] | None = None) -> int:
 
         def _watch_stdin() -> None:
             try:
-                while sys.stdin.buffer.read(4096):
-                    pass
+                for line in sys.stdin:
+                    if line.strip():
+                        print(apply_command(bus, line), flush=True)
             except (OSError, ValueError):
                 pass
             done.set()

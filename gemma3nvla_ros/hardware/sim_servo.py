@@ -14,8 +14,16 @@ back, so the same model serves a pty (``sim_bus``), tests and benchmarks. What i
 * Torque off: the motor stays where it is (no gravity) and Goal_Position is *not* synced to present:
   enabling torque then drives to the stale goal. That is the pessimistic reading of the firmware and it
   makes a host that forgets to write goal = present before enabling torque visibly jump.
-* Faults: a dead motor (never answers, ignores writes), dropped replies and corrupted checksums (by
-  count or probability), alarm bits in Status and in every status packet's error byte.
+* Power loss and power-up (a brown-out, :meth:`SimServo.power_off` / :meth:`SimServo.power_on`): an
+  unpowered servo never answers and is limp (it can be moved by hand); on power-up the EEPROM area
+  (calibration, PID, limits) is kept and RAM comes back at its power-on values: torque off, Lock 1,
+  Acceleration 0, Torque_Limit = Max_Torque_Limit, and Goal_Position **0**, not the present position.
+  That last one is again the pessimistic reading (the firmware may well initialize it otherwise): with
+  the firmware's clamp to the position limits, a host that re-enables torque after a brown-out without
+  writing goal := present first drives the joint to its Min_Position_Limit at full speed.
+* Faults: a dead motor (never answers, ignores writes, but keeps its power and torque: a broken data
+  line), dropped replies and corrupted checksums (by count or probability), alarm bits in Status and in
+  every status packet's error byte.
 """
 from __future__ import annotations
 
@@ -73,6 +81,18 @@ _DEFAULTS: dict[str, int] = {
     "Maximum_Acceleration": 0,
 }
 
+# RAM at power-up (everything else below EEPROM_END is EEPROM and survives a power loss).
+POWER_ON_GOAL = 0  # see the module docstring: deliberately not the present position
+_POWER_ON_RAM: dict[str, int] = {
+    "Torque_Enable": 0,
+    "Acceleration": 0,
+    "Goal_Position": POWER_ON_GOAL,
+    "Goal_Time": 0,
+    "Goal_Velocity": 0,
+    "Lock": 1,
+    "Maximum_Acceleration": 0,
+}
+
 
 @dataclass
 class FaultConfig:
@@ -101,6 +121,7 @@ class SimServo:
     voltage_dv: int = 120  # 12.0 V
     temperature_c: int = 30
     alarm: int = 0
+    powered: bool = True
     mem: bytearray = field(default_factory=lambda: bytearray(256))
 
     def __post_init__(self) -> None:
@@ -227,6 +248,26 @@ class SimServo:
     def error_byte(self) -> int:
         return self.alarm
 
+    # -- power ----------------------------------------------------------------------------------------
+    def power_off(self) -> None:
+        """Supply lost (brown-out, loose power wire): the servo stops answering and goes limp where it
+        is; :meth:`push_to` then moves it, as gravity or a hand would."""
+        self.update()
+        self.powered = False
+        self._poke("Torque_Enable", 0)
+        self._velocity = 0.0
+
+    def power_on(self) -> None:
+        """Power-up: EEPROM kept, RAM at its power-on values (torque off, Goal_Position
+        ``POWER_ON_GOAL``), alarms cleared."""
+        self.update()
+        self.powered = True
+        self.alarm = 0
+        for name, value in _POWER_ON_RAM.items():
+            self._poke(name, value)
+        self._poke("Torque_Limit", self.peek("Max_Torque_Limit"))
+        self._velocity = 0.0
+
 
 class SimServoBus:
     """A daisy chain of :class:`SimServo`; turns host bytes into the servos' reply bytes."""
@@ -298,9 +339,18 @@ class SimServoBus:
             self.stats["corrupted"] += 1
         return bytes(packet)
 
+    def set_power(self, servo_id: int, on: bool) -> None:
+        """Cut (``on=False``) or restore one servo's supply; see :meth:`SimServo.power_off` / ``power_on``."""
+        with self._lock:
+            servo = self._servos[servo_id]
+            if on and not servo.powered:
+                servo.power_on()
+            elif not on and servo.powered:
+                servo.power_off()
+
     def _alive(self, servo_id: int) -> SimServo | None:
         servo = self._servos.get(servo_id)
-        if servo is None or servo.faults.dead:
+        if servo is None or servo.faults.dead or not servo.powered:
             return None
         return servo
 
@@ -308,7 +358,7 @@ class SimServoBus:
         inst, params, sid = p.code, p.params, p.servo_id
         broadcast = sid == scs.BROADCAST_ID
         targets = (
-            [s for s in self._servos.values() if not s.faults.dead]
+            [s for s in self._servos.values() if self._alive(s.servo_id) is not None]
             if broadcast
             else [s for s in [self._alive(sid)] if s is not None]
         )
@@ -363,9 +413,12 @@ def make_so101_bus(
     clock: Clock = time.monotonic,
     seed: int | None = 0,
     motion: MotionModel | None = None,
+    cold: bool = False,
 ) -> SimServoBus:
     """Six servos. With ``calibration`` (LeRobot JSON dict), servo memory holds it as if
-    ``lerobot-calibrate`` had run, and every joint rests mid-range (the homed pose)."""
+    ``lerobot-calibrate`` had run, and every joint rests mid-range (the homed pose) with its goal there.
+    ``cold``: the servos were just powered up instead (RAM at power-on values, Goal_Position not the
+    present position), as when the arm's supply comes back together with the USB adapter."""
     by_id = {int(entry["id"]): entry for entry in (calibration or {}).values()}
     servos = []
     for servo_id in ids:
@@ -379,5 +432,7 @@ def make_so101_bus(
             mid = round((int(entry["range_min"]) + int(entry["range_max"])) / 2)
             servo.position = float(mid)  # the arm rests at the homed pose (mid-range)
             servo.set_register("Goal_Position", mid)
+        if cold:
+            servo.power_on()
         servos.append(servo)
     return SimServoBus(servos, seed=seed)

@@ -6,6 +6,15 @@ positions in radians for any subset of the joints). Unit conversion: ``control.u
 validation, clamping and the watchdog: ``hardware.commands`` / ``hardware.safety``; bus I/O:
 ``hardware.feetech_bus``. This file only wires them to ROS.
 
+Recovery: a lost port is reopened and the whole arm re-enabled holding where it is (every controller
+target forgotten). A single motor that stopped answering and answers again with torque off (a
+brown-out: the servo comes back limp with its RAM reset), or that reads torque off without an alarm (a
+cleared overload trip), is re-enabled alone: configuration re-applied, goal := present, torque on, and
+only that joint's controller target reset to where it now is (``ArmGoalController.hold_joint`` says
+why only that one). One that answers again with torque still on only missed replies: it kept holding
+its goal, nothing is reset. A joint that came to rest far outside its calibrated range stays limp, as
+at start-up.
+
 Parameters (see README / docs): port, mode (real|sim), robot_id, calibration_file,
 write_calibration_to_motors, joint_names, motor_ids, publish_rate, max_relative_target,
 command_timeout, on_shutdown (disable_torque|hold), diagnostics_rate, bus_timeout_ms, bus_retries,
@@ -33,7 +42,12 @@ from gemma3nvla_ros.hardware.calibration import (
 )
 from gemma3nvla_ros.hardware.commands import CommandRejected, validate_joint_command
 from gemma3nvla_ros.hardware.feetech_bus import BusError, BusPortError, FeetechBus
-from gemma3nvla_ros.hardware.safety import ArmGoalController, joints_outside_range, parse_max_relative_target
+from gemma3nvla_ros.hardware.safety import (
+    ArmGoalController,
+    joints_outside_range,
+    motors_to_recover,
+    parse_max_relative_target,
+)
 from gemma3nvla_ros.nodes.run import run_node
 from gemma3nvla_ros.ros import (
     Node,
@@ -78,6 +92,7 @@ class So101Bridge(Node):
         self._max_rel_param = max_rel
 
         self.motors = dict(zip(self.joint_names, self.motor_ids))
+        self.gripper = "gripper" if "gripper" in self.motors else None
         self.bus: FeetechBus | None = None
         self.sim = None
         self.connected = False
@@ -128,7 +143,7 @@ class So101Bridge(Node):
         try:
             self.bus.connect()
             self._check_servo_calibration()
-            changes = self.bus.configure(gripper="gripper" if "gripper" in self.motors else None)
+            changes = self.bus.configure(gripper=self.gripper)
             if changes:
                 log.info(f"configured servos (LeRobot settings): {', '.join(changes)}")
             self._check_inside_range()
@@ -230,6 +245,11 @@ class So101Bridge(Node):
         msg.position = units.ticks_to_radians(present, self.ranges).tolist()
         self.joint_state_pub.publish(msg)
 
+        try:
+            self._recover_motors(present)
+        except BusPortError as exc:
+            self._port_lost(exc, now_ns)
+            return
         with self._lock:
             self._last_present = present
             result = self.controller.cycle(present, stamp.nanoseconds)
@@ -249,6 +269,54 @@ class So101Bridge(Node):
             self._port_lost(exc, now_ns)
         except BusError as exc:
             self.fault = str(exc)
+
+    def _recover_motors(self, present) -> None:
+        """Every motor just answered: re-enable those that lost torque (see the module docstring)."""
+        assert self.bus is not None
+        due = motors_to_recover(self.bus.health)
+        if not due:
+            return
+        far = {
+            n: (p, lo, hi) for n, p, lo, hi in joints_outside_range(present, self.ranges, OUTSIDE_RANGE_TOLERANCE_TICKS)
+        }
+        log = self.get_logger()
+        for name in due:
+            who = f"motor {self.motors[name]} ({name})"
+            answered_again = self.bus.health[name].unreachable
+            try:
+                if self.bus.refresh_torque(name):  # it only missed replies and kept holding its goal
+                    log.debug(f"{who} answered again, torque still on: nothing to recover")
+                    continue
+            except BusPortError:
+                raise
+            except BusError:
+                continue  # still not answering reliably: next cycle
+            j = self.joint_names.index(name)
+            with self._lock:
+                self.controller.hold_joint(name, present[j])  # even if re-enabling fails below
+            if name in far:
+                p, lo, hi = far[name]
+                self.fault = (
+                    f"{who} is limp at {p}, outside its calibrated range {lo}..{hi}: torque stays off "
+                    "(it would jump to the limit); move it inside by hand"
+                )
+                log.warn(self.fault, throttle_duration_sec=5.0)
+                continue
+            try:
+                held = self.bus.recover_motor(name, gripper=self.gripper)
+            except BusPortError:
+                raise
+            except BusError as exc:
+                self.fault = f"{who}: re-enabling torque failed: {exc}"
+                log.warn(self.fault, throttle_duration_sec=5.0)
+                continue
+            with self._lock:
+                self.controller.hold_joint(name, held)
+            pose = present.copy()
+            pose[j] = held
+            held_rad = units.ticks_to_radians(pose, self.ranges)[j]
+            what = "answered again" if answered_again else "was limp (a cleared trip or a brief brown-out)"
+            log.info(f"{who} {what}: torque re-enabled, holding at {held_rad:.3f} rad ({held} ticks)")
 
     def _port_lost(self, exc: Exception, now_ns: int) -> None:
         self.connected = False
@@ -270,6 +338,7 @@ class So101Bridge(Node):
             diffs = compare_with_servos(self.calibration, self.bus.read_calibration())
             if diffs:
                 raise BusError("calibration changed while disconnected: " + "; ".join(diffs))
+            self.bus.configure(gripper=self.gripper)  # RAM settings are gone if the arm lost power too
             self._check_inside_range()
             self.bus.enable_torque()  # goal = present first: no jump after the reconnect
         except BusError as exc:
@@ -308,6 +377,7 @@ class So101Bridge(Node):
                     "commands_rejected": self.commands_rejected,
                     "goals_range_clamped": self.goals_clamped,
                     "goals_step_clamped": self.goals_step_clamped,
+                    "motor_recoveries": sum(h.recoveries for h in self.bus.health.values()),
                     "calibration": self.cal_path or "built-in example",
                 },
             )

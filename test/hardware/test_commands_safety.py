@@ -130,3 +130,46 @@ def test_joints_outside_range_before_torque_on():
     present[3] = ranges.range_max[3] + 46
     assert [n for n, *_ in joints_outside_range(present, ranges, 45)] == ["wrist_flex"]
     assert [n for n, *_ in joints_outside_range(present, ranges, 0)] == ["shoulder_lift", "wrist_flex"]
+
+
+def test_motors_to_recover():
+    from gemma3nvla_ros.hardware.feetech_bus import MotorHealth
+    from gemma3nvla_ros.hardware.safety import motors_to_recover
+    from gemma3nvla_ros.hardware.scs_protocol import ERRBIT_OVERLOAD
+
+    health = {n: MotorHealth(n, i, torque_enabled=True) for n, i in SO101_MOTORS.items()}
+    assert motors_to_recover(health) == []
+    health["elbow_flex"].unreachable = True  # failed after retries: maybe a brown-out
+    health["wrist_flex"].torque_enabled = False  # a trip that has cleared
+    health["gripper"].torque_enabled = False
+    health["gripper"].status = ERRBIT_OVERLOAD  # still tripped: leave it limp
+    health["shoulder_pan"].torque_enabled = None  # never read: nothing known
+    assert motors_to_recover(health) == ["elbow_flex", "wrist_flex"]
+    health["gripper"].status = 0
+    health["gripper"].error_bits = ERRBIT_OVERLOAD
+    assert motors_to_recover(health) == ["elbow_flex", "wrist_flex"]
+
+
+def test_hold_joint_resets_only_that_joint_and_keeps_the_watchdog():
+    """ACTIVE, commands naming only the gripper: the elbow's target is still 0.5 rad from an earlier
+    command. The elbow comes back from a brown-out 200 ticks lower: it must hold there, not step back
+    to 0.5 rad, while the gripper keeps its target."""
+    ctl = _controller(max_rel=0.05, timeout_ms=500)
+    present = RANGES.mid.copy()
+    e, g = NAMES.index("elbow_flex"), NAMES.index("gripper")
+    ctl.on_command({"elbow_flex": 0.5, "gripper": 0.3}, 0, present)
+    fallen = present.copy()
+    fallen[e] -= 200
+    ctl.hold_joint("elbow_flex", fallen[e])
+    ctl.on_command({"gripper": 0.3}, 10 * MS, None)
+    result = ctl.cycle(fallen, 20 * MS)
+    assert result.state is WatchdogState.ACTIVE
+    assert result.goals[e] == fallen[e]
+    assert result.goals[g] == round(fallen[g] + 0.05 / units.RAD_PER_TICK)  # still stepping
+    # HOLDING stays HOLDING (writes nothing), IDLE stays IDLE.
+    assert ctl.cycle(fallen, 600 * MS).state is WatchdogState.HOLDING
+    ctl.hold_joint("elbow_flex", fallen[e] + 5)
+    assert ctl.cycle(fallen, 610 * MS).goals is None and ctl.state is WatchdogState.HOLDING
+    idle = _controller()
+    idle.hold_joint("elbow_flex", 100.0)
+    assert idle.cycle(RANGES.mid, MS).goals is None and idle.state is WatchdogState.IDLE

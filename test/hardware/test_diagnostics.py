@@ -66,6 +66,10 @@ def test_torque_off_while_the_bridge_holds_is_an_error():
     the alarm bit clears, everything else reads OK while the joint is limp. Torque must be reported."""
     s = diag.motor_status(_health(torque_enabled=False), "hw", "br", expect_torque=True)
     assert s.level == diag.ERROR and "torque off" in s.message and s.values["torque"] == "off"
+    assert "re-enables it where it stands" in s.message and "restart the bridge" not in s.message
+    # Brought back by the bridge (recover_motor): OK again, and counted.
+    s = diag.motor_status(_health(torque_enabled=True, recoveries=2), "hw", "br", expect_torque=True)
+    assert s.level == diag.OK and s.values["recoveries"] == "2"
     assert diag.motor_status(_health(torque_enabled=True), "hw", "br", expect_torque=True).level == diag.OK
     # Not expected (bridge disconnected / torque disabled on purpose) or not read yet: no error from it.
     assert diag.motor_status(_health(torque_enabled=False), "hw", "br").level == diag.OK

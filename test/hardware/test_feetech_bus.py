@@ -168,3 +168,69 @@ def test_diagnostics_read_torque_state(feetech, sim):
     sim.bus.servo(2).set_alarm(0)  # alarm gone, torque stays off
     health = feetech.read_diagnostics()
     assert health["shoulder_lift"].torque_enabled is False and health["shoulder_pan"].torque_enabled is True
+
+
+def test_motor_failing_after_retries_is_marked_unreachable_until_torque_is_enabled(feetech, sim):
+    sim.bus.set_faults(4, drop_next=1)
+    feetech.read_positions()  # recovered by a retry: not unreachable
+    assert not any(h.unreachable for h in feetech.health.values())
+    sim.bus.set_faults(4, dead=True)
+    with pytest.raises(BusError):
+        feetech.read_positions()
+    assert [n for n, h in feetech.health.items() if h.unreachable] == ["wrist_flex"]
+    sim.bus.set_faults(4, dead=False)
+    feetech.read_positions()
+    assert feetech.health["wrist_flex"].unreachable  # answering again does not clear it: torque may be off
+    feetech.enable_torque()
+    assert not feetech.health["wrist_flex"].unreachable
+
+
+def test_motor_that_only_missed_replies_kept_torque_and_needs_no_recovery(feetech, sim):
+    feetech.enable_torque()
+    sim.bus.set_faults(5, dead=True)  # a data-line fault: no replies, power and torque kept
+    with pytest.raises(BusError):
+        feetech.read_positions()
+    sim.bus.set_faults(5, dead=False)
+    assert feetech.health["wrist_roll"].unreachable
+    assert feetech.refresh_torque("wrist_roll") is True
+    assert not feetech.health["wrist_roll"].unreachable and feetech.health["wrist_roll"].recoveries == 0
+    sim.bus.set_power(5, False)
+    sim.bus.set_power(5, True)  # a brief brown-out between two reads
+    assert feetech.refresh_torque("wrist_roll") is False
+    assert feetech.health["wrist_roll"].torque_enabled is False
+
+
+def test_recover_motor_after_a_brown_out_holds_where_it_fell(feetech, sim, clock):
+    """Motor 3 loses power (limp, falls 300 ticks) and powers up with torque off, RAM reset and its goal
+    register elsewhere. recover_motor brings it back alone: configuration re-applied, goal := present
+    before torque on (no jump), torque verified; the other motors keep torque throughout."""
+    feetech.configure()
+    feetech.enable_torque()
+    elbow = sim.bus.servo(3)
+    start = feetech.read_positions()
+    sim.bus.set_power(3, False)
+    elbow.push_to(start[2] - 300)
+    sim.bus.set_power(3, True)
+    assert elbow.peek("Acceleration") == 0 and not elbow.torque_enabled and elbow.goal != start[2] - 300
+    held = feetech.recover_motor("elbow_flex")
+    assert held == start[2] - 300
+    assert elbow.torque_enabled and elbow.goal == held and elbow.peek("Lock") == 1
+    assert elbow.peek("Acceleration") == ARM_CONFIG["Acceleration"]
+    assert elbow.peek("Maximum_Acceleration") == ARM_CONFIG["Maximum_Acceleration"]
+    assert all(s.torque_enabled for s in sim.bus.servos)
+    clock.advance(1.0)
+    np.testing.assert_array_equal(feetech.read_positions(), [*start[:2], held, *start[3:]])
+    health = feetech.health["elbow_flex"]
+    assert (health.recoveries, health.unreachable, health.torque_enabled) == (1, False, True)
+
+
+def test_recover_motor_with_an_active_alarm_fails_and_leaves_it_limp(feetech, sim):
+    from gemma3nvla_ros.hardware.scs_protocol import ERRBIT_OVERLOAD
+
+    feetech.enable_torque()
+    sim.bus.servo(2).set_alarm(ERRBIT_OVERLOAD)  # the firmware unloads, and would again at once
+    with pytest.raises(BusError, match="torque on shoulder_lift did not stay on .*overload"):
+        feetech.recover_motor("shoulder_lift")
+    assert not sim.bus.servo(2).torque_enabled
+    assert feetech.health["shoulder_lift"].torque_enabled is False
+    assert feetech.health["shoulder_lift"].recoveries == 0

@@ -102,3 +102,62 @@ def test_fault_dead_drop_corrupt(clock):
     assert not p.checksum_ok
     bus.set_faults(None, drop_probability=1.0)
     assert bus.handle(scs.instruction_packet(5, scs.INST_PING)) == b""
+
+
+def test_power_loss_then_power_up_like_a_brown_out(clock):
+    """Unpowered: silent and limp (a hand or gravity moves it). Powered up: answers again with EEPROM
+    (calibration, PID) kept and RAM at power-on values: torque off, Lock 1, Acceleration 0, and a goal
+    register that is not the present position, so enabling torque without goal := present jumps."""
+    cal = {"m": {"id": 1, "homing_offset": 100, "range_min": 1000, "range_max": 3000}}
+    bus = make_so101_bus(calibration=cal, ids=[1], clock=clock)
+    servo = bus.servo(1)
+    _write(bus, 1, "Lock", 0)
+    _write(bus, 1, "P_Coefficient", 16)
+    _write(bus, 1, "Acceleration", 254)
+    _write(bus, 1, "Goal_Position", 2100)
+    _write(bus, 1, "Torque_Enable", 1)
+    _write(bus, 1, "Lock", 1)
+    clock.advance(1.0)
+    assert _read(bus, 1, "Present_Position") == 2100
+    ping = scs.instruction_packet(1, scs.INST_PING)
+
+    bus.set_power(1, False)
+    assert bus.handle(ping) == b"" and not servo.torque_enabled
+    servo.push_to(1700.0)  # limp: it stays where it is pushed
+    clock.advance(1.0)
+    assert servo.position == 1700.0
+
+    bus.set_power(1, True)
+    assert bus.handle(ping) == scs.status_packet(1, 0)
+    assert _read(bus, 1, "Torque_Enable") == 0 and _read(bus, 1, "Lock") == 1
+    assert _read(bus, 1, "Acceleration") == 0
+    assert _read(bus, 1, "Goal_Position") != _read(bus, 1, "Present_Position") == 1700
+    assert (servo.homing_offset, _read(bus, 1, "Min_Position_Limit"), _read(bus, 1, "P_Coefficient")) == (100, 1000, 16)
+    _write(bus, 1, "Torque_Enable", 1)  # without goal := present first
+    clock.advance(2.0)
+    assert _read(bus, 1, "Present_Position") == 1000  # driven to Min_Position_Limit: the jump a host must avoid
+
+
+def test_cold_start_goal_is_not_present(clock):
+    warm = make_so101_bus(clock=clock)
+    cold = make_so101_bus(clock=clock, cold=True)
+    assert all(s.goal == round(s.position) for s in warm.servos)
+    assert all(s.goal != round(s.position) and not s.torque_enabled for s in cold.servos)
+
+
+def test_text_commands_for_tests_and_the_cli(clock):
+    from gemma3nvla_ros.hardware.sim_bus import apply_command
+
+    bus = make_so101_bus(clock=clock)
+    assert apply_command(bus, "power-off 3\n") == "ok power-off 3"
+    assert not bus.servo(3).powered
+    assert apply_command(bus, "move 3 1500") == "ok move 3 1500"
+    assert bus.servo(3).position == 1500.0
+    assert apply_command(bus, "power-on 3") == "ok power-on 3" and bus.servo(3).powered
+    assert apply_command(bus, "alarm 2 32") == "ok alarm 2 32" and bus.servo(2).alarm == 32
+    assert apply_command(bus, "alarm 2 0x0") == "ok alarm 2 0x0" and bus.servo(2).alarm == 0
+    assert apply_command(bus, "dead 4 1") == "ok dead 4 1" and bus.servo(4).faults.dead
+    assert apply_command(bus, "dead 4 0") == "ok dead 4 0" and not bus.servo(4).faults.dead
+    assert apply_command(bus, "power-off 9").startswith("error power-off 9")
+    assert apply_command(bus, "explode 1").startswith("error explode 1: expected one of")
+    assert apply_command(bus, "move 1").startswith("error")

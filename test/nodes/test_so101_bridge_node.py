@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import json
 import math
+import select
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import scservo_sdk as scs
@@ -48,6 +48,28 @@ class Arm:
                 if status.name.endswith("servo bus"):
                     return {kv.key: kv.value for kv in status.values}.get(key)
         return None
+
+    def motor_status(self, name: str):
+        for array in reversed(self.diags):
+            for status in array.status:
+                if f"motor {name} " in status.name:
+                    return status
+        return None
+
+    def motor_level(self, name: str) -> int | None:
+        status = self.motor_status(name)
+        return None if status is None else status.level[0]
+
+    def motor_value(self, name: str, key: str) -> str | None:
+        status = self.motor_status(name)
+        return None if status is None else {kv.key: kv.value for kv in status.values}.get(key)
+
+    def max_excursion(self, since: int, reference: dict[str, float]) -> dict[str, float]:
+        """Largest distance from ``reference`` per joint over the states received from index ``since``."""
+        return {
+            n: max(abs(dict(zip(s.name, s.position))[n] - v) for s in self.states[since:])
+            for n, v in reference.items()
+        }
 
 
 @pytest.fixture
@@ -146,22 +168,26 @@ def standalone_sim(tmp_path):
             proc.wait(timeout=10)
 
 
-def _registers(port: str, address: int) -> list[int]:
+def sim_command(proc: subprocess.Popen, line: str) -> None:
+    """A servo command to a standalone simulator (sim_bus.apply_command), applied once acknowledged."""
+    proc.stdin.write(line + "\n")
+    proc.stdin.flush()
+    assert select.select([proc.stdout], [], [], 10.0)[0], f"simulator did not acknowledge {line!r}"
+    assert proc.stdout.readline().strip() == f"ok {line}"
+
+
+def _registers(port: str, address: int, size: int = 2) -> list[int]:
     ph = scs.PortHandler(port)
     assert ph.openPort()
     pk = scs.PacketHandler(0)
-    values = [pk.read2ByteTxRx(ph, i, address)[0] for i in range(1, 7)]
+    read = pk.read2ByteTxRx if size == 2 else pk.read1ByteTxRx
+    values = [read(ph, i, address)[0] for i in range(1, 7)]
     ph.closePort()
     return values
 
 
 def _torque(port: str) -> list[int]:
-    ph = scs.PortHandler(port)
-    assert ph.openPort()
-    pk = scs.PacketHandler(0)
-    values = [pk.read1ByteTxRx(ph, i, 40)[0] for i in range(1, 7)]
-    ph.closePort()
-    return values
+    return _registers(port, 40, size=1)
 
 
 @pytest.mark.parametrize(
@@ -249,31 +275,134 @@ def test_bus_faults_are_retried_counted_and_reported(ros, arm, start_node):
 
 
 def test_motor_dying_at_runtime_is_reported_and_recovers(ros, arm, start_node):
-    """A motor stops answering mid-run: no stale joint_states, ERROR on /diagnostics naming it, the
-    node lives on; when it answers again, publishing resumes where the arm is (no jump)."""
+    """A motor loses power mid-run (a brown-out: the simulated servo goes silent and limp, then powers
+    up with torque off and its goal register far from where it rests): no stale joint_states, ERROR on
+    /diagnostics naming it, the node lives on; when it answers again the bridge re-enables it where it
+    is (goal := present first: without that it would drive to its lower limit), counts and logs it."""
     proc = start_node(
         BRIDGE, "-p", "mode:=sim", "-p", "sim_args:=--dead-between 3:4.0:7.0", "-p", "bus_timeout_ms:=10.0",
         "-p", "diagnostics_rate:=5.0", name="bridge",
     )
     _wait_states(ros, arm, proc)
-    before = arm.positions()
+    since, before = len(arm.states), arm.positions()
 
-    def motor_level(name: str) -> int | None:
-        for array in reversed(arm.diags):
-            for status in array.status:
-                if f"motor {name} " in status.name:
-                    return status.level[0]
-        return None
-
-    assert spin_until(ros, arm.node, lambda: motor_level("elbow_flex") == 2, 20.0), proc.output
+    assert spin_until(ros, arm.node, lambda: arm.motor_level("elbow_flex") == 2, 20.0), proc.output
     n = len(arm.states)
     spin_for(ros, arm.node, 0.5)
     assert len(arm.states) - n <= 2  # nothing (stale) published while a motor is silent
     assert int(arm.bus_value("failed_after_retries")) > 0
     assert proc.proc.poll() is None
-    assert spin_until(ros, arm.node, lambda: motor_level("elbow_flex") == 0 and len(arm.states) > n + 20, 20.0), proc.output
-    after = arm.positions()
-    assert all(abs(after[k] - before[k]) < 0.005 for k in NAMES)
+    # Level 0 needs torque read back on: a limp motor is an ERROR while the bridge should hold.
+    assert spin_until(ros, arm.node, lambda: arm.motor_level("elbow_flex") == 0 and len(arm.states) > n + 20, 20.0), proc.output
+    spin_for(ros, arm.node, 1.0)  # long enough for a jump to the limit (~0.4 s) to show
+    assert arm.motor_value("elbow_flex", "torque") == "on"
+    assert max(arm.max_excursion(since, before).values()) < 0.01, (arm.max_excursion(since, before), proc.output)
+    assert "motor 3 (elbow_flex) answered again: torque re-enabled, holding at 0.000 rad" in proc.output
+    assert arm.motor_value("elbow_flex", "recoveries") == "1" and arm.bus_value("motor_recoveries") == "1"
+
+
+def test_brown_out_while_commanded_holds_where_the_joint_fell(ros, arm, start_node, standalone_sim):
+    """Commands name only the gripper; the elbow's controller target is still 0.3 rad from an earlier
+    command when it loses power and falls to 0 rad. Once back, it must hold at 0 rad: not driven back
+    to the stale 0.3 rad target, not to the lower limit its reset goal register points at, while the
+    gripper keeps following its commands."""
+    port = standalone_sim()
+    sim = standalone_sim.procs[-1]
+    proc = start_node(
+        BRIDGE, "-p", f"port:={port}", "-p", f"calibration_file:={EXAMPLE_FILE}", "-p", "max_relative_target:=0.05",
+        "-p", "diagnostics_rate:=5.0", name="bridge",
+    )
+    _wait_states(ros, arm, proc)
+    target = {"elbow_flex": 0.3, "gripper": 0.0}
+    assert spin_until(
+        ros, arm.node,
+        lambda: (arm.command(target, target.values()) or True)
+        and all(abs(arm.positions()[n] - v) < 0.01 for n, v in target.items()),
+        20.0,
+    ), proc.output
+    gripper = [0.0]
+    keep_commanding = lambda: arm.command(["gripper"], gripper)  # noqa: E731
+
+    sim_command(sim, "power-off 3")
+    spin_for(ros, arm.node, 0.3, each=keep_commanding)
+    elbow_zero = round((EXAMPLE_CALIBRATION["elbow_flex"]["range_min"] + EXAMPLE_CALIBRATION["elbow_flex"]["range_max"]) / 2)
+    sim_command(sim, f"move 3 {elbow_zero}")  # limp: it falls to 0 rad
+    sim_command(sim, "power-on 3")
+    assert spin_until(ros, arm.node, lambda: (keep_commanding() or True) and "answered again" in proc.output, 10.0), proc.output
+    since = len(arm.states)
+    gripper[0] = -0.2
+    spin_for(ros, arm.node, 1.5, each=keep_commanding)
+    assert arm.max_excursion(since, {"elbow_flex": 0.0})["elbow_flex"] < 0.01, proc.output
+    assert abs(arm.positions()["gripper"] + 0.2) < 0.01  # the others were not reset
+    assert arm.bus_value("watchdog") == "active"
+    assert "motor 3 (elbow_flex) answered again: torque re-enabled, holding at 0.000 rad" in proc.output
+
+
+def test_motor_that_only_missed_replies_is_not_reset(ros, arm, start_node, standalone_sim):
+    """A data-line fault: the motor is silent for a while but keeps power and torque. Nothing was
+    lost, so nothing is re-enabled or counted (its target is not reset either)."""
+    port = standalone_sim()
+    sim = standalone_sim.procs[-1]
+    proc = start_node(
+        BRIDGE, "-p", f"port:={port}", "-p", f"calibration_file:={EXAMPLE_FILE}", "-p", "diagnostics_rate:=5.0",
+        name="bridge",
+    )
+    _wait_states(ros, arm, proc)
+    sim_command(sim, "dead 5 1")
+    assert spin_until(ros, arm.node, lambda: arm.motor_level("wrist_roll") == 2, 10.0), proc.output
+    sim_command(sim, "dead 5 0")
+    assert spin_until(ros, arm.node, lambda: arm.motor_level("wrist_roll") == 0, 10.0), proc.output
+    spin_for(ros, arm.node, 0.5)
+    assert arm.motor_value("wrist_roll", "torque") == "on"
+    assert "torque re-enabled" not in proc.output, proc.output
+    assert arm.bus_value("motor_recoveries") == "0"
+
+
+def test_motor_back_far_outside_its_range_stays_limp(ros, arm, start_node, standalone_sim):
+    """A joint that fell far outside its calibrated range while unpowered is not re-enabled (the
+    firmware would pull it to the limit at full speed), as at start-up; once moved back inside, it is."""
+    port = standalone_sim()
+    sim = standalone_sim.procs[-1]
+    proc = start_node(
+        BRIDGE, "-p", f"port:={port}", "-p", f"calibration_file:={EXAMPLE_FILE}", "-p", "diagnostics_rate:=5.0",
+        name="bridge",
+    )
+    _wait_states(ros, arm, proc)
+    low = EXAMPLE_CALIBRATION["wrist_flex"]["range_min"]
+    sim_command(sim, "power-off 4")
+    spin_for(ros, arm.node, 0.3)  # silent for a while: reads fail
+    sim_command(sim, f"move 4 {low - 300}")
+    sim_command(sim, "power-on 4")
+    assert spin_until(ros, arm.node, lambda: "outside its calibrated range" in proc.output, 10.0), proc.output
+    spin_for(ros, arm.node, 1.0)
+    assert arm.motor_value("wrist_flex", "torque") == "off" and arm.motor_level("wrist_flex") == 2
+    assert abs(arm.positions()["wrist_flex"] - dict(zip(NAMES, arm.states[-20].position))["wrist_flex"]) < 0.005
+    assert "(wrist_flex) answered again" not in proc.output, proc.output
+    sim_command(sim, f"move 4 {low + 100}")
+    assert spin_until(ros, arm.node, lambda: arm.motor_level("wrist_flex") == 0, 10.0), proc.output
+    assert "motor 4 (wrist_flex) answered again: torque re-enabled" in proc.output
+
+
+def test_torque_trip_is_re_enabled_once_its_alarm_clears(ros, arm, start_node, standalone_sim):
+    """An overload trip switches torque off by itself while the motor keeps answering: limp and an ERROR
+    while the alarm lasts (re-enabling would be switched straight off again), re-enabled where it
+    stands once the alarm clears."""
+    port = standalone_sim()
+    sim = standalone_sim.procs[-1]
+    proc = start_node(
+        BRIDGE, "-p", f"port:={port}", "-p", f"calibration_file:={EXAMPLE_FILE}", "-p", "diagnostics_rate:=5.0",
+        name="bridge",
+    )
+    _wait_states(ros, arm, proc)
+    assert spin_until(ros, arm.node, lambda: arm.motor_value("shoulder_lift", "torque") == "on", 10.0)
+    sim_command(sim, "alarm 2 32")  # overload: in Unloading_Condition, torque off
+    assert spin_until(ros, arm.node, lambda: arm.motor_value("shoulder_lift", "torque") == "off", 10.0), proc.output
+    spin_for(ros, arm.node, 1.0)
+    assert arm.motor_level("shoulder_lift") == 2 and "torque re-enabled" not in proc.output
+    sim_command(sim, "alarm 2 0")
+    assert spin_until(ros, arm.node, lambda: arm.motor_level("shoulder_lift") == 0, 10.0), proc.output
+    assert arm.motor_value("shoulder_lift", "torque") == "on"
+    assert "motor 2 (shoulder_lift) was limp (a cleared trip or a brief brown-out): torque re-enabled" in proc.output
 
 
 def test_port_loss_reconnects_and_holds(ros, arm, start_node, standalone_sim, tmp_path):
@@ -298,11 +427,17 @@ def test_port_loss_reconnects_and_holds(ros, arm, start_node, standalone_sim, tm
 
     assert spin_until(ros, arm.node, lambda: bus_level() == 2, 20.0), proc.output
     assert "servo bus lost" in proc.output and proc.proc.poll() is None
-    standalone_sim(link=link)  # plugged back in (fresh servos at the homed pose)
+    # Plugged back in together with the arm's supply: servos at the homed pose, just powered up (torque
+    # off, RAM reset, goal registers at the lower limits: a reconnect without goal := present jumps).
+    standalone_sim("--cold", link=link)
     n = len(arm.states)
     assert spin_until(ros, arm.node, lambda: len(arm.states) > n + 20 and bus_level() == 0, 30.0), proc.output
     assert "servo bus reconnected" in proc.output
-    assert all(abs(v) < 0.01 for v in arm.positions().values())
+    spin_for(ros, arm.node, 1.0)  # long enough for a jump to the limits (~0.4 s) to show
+    assert max(arm.max_excursion(n, {k: 0.0 for k in NAMES}).values()) < 0.01, proc.output
+    assert spin_until(ros, arm.node, lambda: all(arm.motor_value(k, "torque") == "on" for k in NAMES), 5.0)
+    assert proc.stop() == 0
+    assert _registers(link, 41, size=1) == [254] * 6  # RAM configuration re-applied after the power-up
 
 
 def test_joint_far_outside_the_calibrated_range_refuses_to_enable_torque(start_node, standalone_sim, tmp_path):

@@ -132,11 +132,11 @@ def main() -> None:
             prefix_kv = net.vlm_with_expert.expert_prefix_kv(prefix)
             sync(device)
             c = time.perf_counter()
-            x = torch.randn(1, cfg.chunk_size, cfg.max_action_dim, device=device)
+            x = net.real_dims_only(torch.randn(1, cfg.chunk_size, cfg.max_action_dim, device=device))
             dt = -1.0 / cfg.num_steps
-            for s in range(cfg.num_steps):
+            for s in range(cfg.num_steps):  # VLAFlowMatching.sample_actions' loop
                 tt = torch.full((1,), 1.0 + s * dt, device=device)
-                x = x + dt * net.velocity(prefix, prefix_kv, x, tt)
+                x = x + dt * net.real_dims_only(net.velocity(prefix, prefix_kv, x, tt))
             sync(device)
             d = time.perf_counter()
             prefix_len = embeds.shape[1]

@@ -220,6 +220,14 @@ class Gemma3nVLAConfig(PreTrainedConfig):
         for key, ft in self.image_features.items():
             if len(ft.shape) != 3 or ft.shape[0] != 3:
                 raise ValueError(f"Image feature {key!r} must have shape (3, H, W), got {tuple(ft.shape)}.")
+        if self.resize_imgs_with_padding is None:
+            shapes = {key: tuple(ft.shape) for key, ft in self.image_features.items()
+                      if not key.startswith(f"{OBS_IMAGES}.empty_camera_")}  # empty cameras take the others' shape
+            if len(set(shapes.values())) > 1:
+                raise ValueError(
+                    "With resize_imgs_with_padding=None the cameras go through the vision tower as they are and "
+                    f"must all have the same shape; got {shapes}. Set resize_imgs_with_padding=(H, W)."
+                )
         state = self.robot_state_feature
         if state is None:
             raise ValueError(

@@ -8,7 +8,8 @@ Prefix = [BOS] + per camera ["\\n\\n", BOI, 256 image soft tokens, EOI, "\\n\\n"
 layout) + task tokens + one state token; suffix = chunk_size noisy action tokens (+ sinusoidal time embedding
 through a small MLP) run through the action expert, which reads the prefix's per-layer K/V (see
 ``gemma3n_with_expert``). Flow matching: t ~ 0.999 * Beta(1.5, 1) + 0.001, x_t = t * noise + (1 - t) * actions,
-target u = noise - actions, MSE over real (unpadded) action dims and in-episode steps. Sampling: Euler from t=1
+target u = noise - actions, MSE over real (unpadded) action dims and in-episode steps; the padded action dims
+carry no noise (x_t is zero there in training and sampling alike). Sampling: Euler from t=1
 to 0 in ``num_steps`` steps with the prefix K/V computed once.
 
 Normalization lives in the processors (``processor_gemma3nvla``); this module never normalizes.
@@ -20,14 +21,17 @@ logged "used" count is checked in the tests against the parameters that receive 
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import threading
 from collections import deque
 from typing import Any
 
 import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
+from transformers.modeling_utils import no_init_weights
 
 from lerobot.policies.pretrained import PreTrainedPolicy
 from lerobot.policies.smolvla.modeling_smolvla import (
@@ -45,6 +49,8 @@ logger = logging.getLogger(__name__)
 
 ACTION_IS_PAD = f"{ACTION}_is_pad"
 EMPTY_CAMERA_PREFIX = f"{OBS_IMAGES}.empty_camera_"
+# Set while Gemma3nVLAPolicy.from_pretrained builds a policy whose weights (backbone included) come from a checkpoint.
+_FROM_CHECKPOINT = threading.local()
 
 
 def resolve_dtype(name: str, device: str | None) -> torch.dtype:
@@ -75,13 +81,13 @@ def pad_vector(vector: Tensor, new_dim: int) -> Tensor:
 class VLAFlowMatching(nn.Module):
     """The network: Gemma 3n prefix + action expert + state/action/time projections."""
 
-    def __init__(self, config: Gemma3nVLAConfig):
+    def __init__(self, config: Gemma3nVLAConfig, load_vlm_weights: bool | None = None):
         super().__init__()
         self.config = config
         dtype = resolve_dtype(config.backbone_dtype, config.device)
         self.vlm_with_expert = Gemma3nWithExpertModel(
             model_id=config.vlm_model_name,
-            load_vlm_weights=config.load_vlm_weights,
+            load_vlm_weights=config.load_vlm_weights if load_vlm_weights is None else load_vlm_weights,
             vlm_config_overrides=config.vlm_config_overrides,
             num_vlm_layers=config.num_vlm_layers,
             num_expert_layers=config.num_expert_layers,
@@ -102,6 +108,8 @@ class VLAFlowMatching(nn.Module):
         self.action_out_proj = nn.Linear(width, config.max_action_dim)
         self.action_time_mlp_in = nn.Linear(2 * width, width)
         self.action_time_mlp_out = nn.Linear(width, width)
+        # Real action dims; the rest (up to max_action_dim) is padding, which the loss does not cover.
+        self.action_dim = config.action_feature.shape[0] if config.action_feature is not None else config.max_action_dim
         for p in self.state_proj.parameters():
             p.requires_grad = config.train_state_proj
 
@@ -132,6 +140,14 @@ class VLAFlowMatching(nn.Module):
         """t = 0.999 * Beta(1.5, 1) + 0.001. Beta(a, 1) has CDF x^a, so it is U^(1/a) (exact, and seedable)."""
         u = torch.rand(bsize, dtype=torch.float32, device=device, generator=generator)
         return u.pow(1.0 / 1.5) * 0.999 + 0.001
+
+    def real_dims_only(self, x: Tensor) -> Tensor:
+        """``x`` with its padded action dims zeroed (a new tensor). Applied to the noise (so x_t's padded dims are
+        zero in training) and to the velocity while sampling (so they stay zero): the padded dims' velocity is
+        never trained, and integrating it would feed the network padded dims unlike any it saw in training."""
+        if self.action_dim >= x.shape[-1]:
+            return x
+        return pad_vector(x[..., : self.action_dim], x.shape[-1])
 
     # ------------------------------------------------------------------ embeddings
     def embed_prefix(self, images: list[Tensor], img_masks: list[Tensor], lang_tokens: Tensor,
@@ -201,6 +217,7 @@ class VLAFlowMatching(nn.Module):
         """Per-element flow-matching losses [B, chunk, max_action_dim]."""
         if noise is None:
             noise = self.sample_noise(actions.shape, actions.device, generator)
+        noise = self.real_dims_only(noise)
         if time is None:
             time = self.sample_time(actions.shape[0], actions.device, generator)
         t = time[:, None, None]
@@ -219,6 +236,7 @@ class VLAFlowMatching(nn.Module):
         device = state.device
         if noise is None:
             noise = self.sample_noise((bsize, self.config.chunk_size, self.config.max_action_dim), device, generator)
+        noise = self.real_dims_only(noise)
         use_cache = self.config.use_cache if use_cache is None else use_cache
         cached = self.compute_prefix(images, img_masks, lang_tokens, lang_masks, state) if use_cache else None
         steps = self.config.num_steps
@@ -229,7 +247,7 @@ class VLAFlowMatching(nn.Module):
             prefix, prefix_kv = cached if cached is not None else self.compute_prefix(
                 images, img_masks, lang_tokens, lang_masks, state
             )
-            x_t = x_t + dt * self.velocity(prefix, prefix_kv, x_t, time)
+            x_t = x_t + dt * self.real_dims_only(self.velocity(prefix, prefix_kv, x_t, time))
         return x_t
 
 
@@ -245,7 +263,11 @@ class Gemma3nVLAPolicy(PreTrainedPolicy):
         super().__init__(config)
         config.validate_features()
         self.config = config
-        self.model = VLAFlowMatching(config)
+        # From a checkpoint every weight (backbone included) is the checkpoint's: build from vlm_model_name's config
+        # only, without random init (E2B: ~2 min on a CPU core) of tensors about to be overwritten.
+        from_checkpoint = getattr(_FROM_CHECKPOINT, "active", False)
+        with no_init_weights() if from_checkpoint else contextlib.nullcontext():
+            self.model = VLAFlowMatching(config, load_vlm_weights=config.load_vlm_weights and not from_checkpoint)
         self.parameter_counts = self._count_parameters()
         logger.info(
             "gemma3nvla parameters: total %s, trainable %s, used by the action forward %s",
@@ -269,6 +291,34 @@ class Gemma3nVLAPolicy(PreTrainedPolicy):
             "backbone": sum(p.numel() for p in self.parameters() if id(p) in backbone_ids),
             "expert": sum(p.numel() for p in vlm.expert.parameters()),
         }
+
+    @classmethod
+    def from_pretrained(cls, *args: Any, **kwargs: Any):
+        """LeRobot's from_pretrained, except that ``load_vlm_weights`` is not applied: the checkpoint holds every
+        weight (backbone included), so Gemma 3n's weights are not loaded (or downloaded) a second time only to be
+        overwritten. Only the config and tokenizer at ``vlm_model_name`` are needed; on a machine where they live
+        elsewhere, pass ``config=`` with ``vlm_model_name`` changed (``--policy.vlm_model_name`` on the CLI)."""
+        _FROM_CHECKPOINT.active = True
+        try:
+            return super().from_pretrained(*args, **kwargs)
+        finally:
+            _FROM_CHECKPOINT.active = False
+
+    @classmethod
+    def _load_as_safetensor(cls, model, model_file: str, map_location: str, strict: bool):
+        # The policy was built without initializing its weights: a tensor missing from the checkpoint is an error
+        # (LeRobot's default strict=False would leave it as uninitialized memory).
+        from safetensors import safe_open
+
+        with safe_open(model_file, framework="pt") as f:
+            saved = set(f.keys())
+        missing = sorted(set(model.state_dict()) - saved)
+        if missing:
+            raise ValueError(
+                f"{model_file} lacks {len(missing)} tensors of this gemma3nvla policy (e.g. {missing[:5]}); was it "
+                "saved with a different configuration (num_vlm_layers, num_expert_layers, keep_full_backbone, ...)?"
+            )
+        return super()._load_as_safetensor(model, model_file, map_location, strict)
 
     def reset(self) -> None:
         self._queues = {ACTION: deque(maxlen=self.config.n_action_steps)}
@@ -304,6 +354,11 @@ class Gemma3nVLAPolicy(PreTrainedPolicy):
             shape = tuple(cfg.image_features[key].shape)
             if img.ndim not in (4, 5) or tuple(img.shape[-3:]) != shape:
                 raise ValueError(f"Image {key!r} must be [B, {shape[0]}, {shape[1]}, {shape[2]}], got {tuple(img.shape)}.")
+            if not img.is_floating_point():
+                raise ValueError(
+                    f"Image {key!r} must be floating point with pixels in [0, 1] (LeRobot's convention, which Gemma 3n's "
+                    f"vision tower takes as is), got {img.dtype}: divide 8-bit images by 255."
+                )
         for key in (OBS_LANGUAGE_TOKENS, OBS_LANGUAGE_ATTENTION_MASK):
             if key not in batch:
                 raise ValueError(

@@ -31,6 +31,13 @@ def test_wrong_image_size(policy):
     _check(policy, batch, r"observation.images.top.*must be \[B, 3, 64, 64\]")
 
 
+def test_integer_images(policy):
+    """8-bit images (0..255) would reach the vision tower unscaled: an error, not silently wrong features."""
+    batch = make_batch(policy.config, with_actions=False)
+    batch["observation.images.top"] = (batch["observation.images.top"] * 255).to(torch.uint8)
+    _check(policy, batch, r"observation.images.top.*floating point with pixels in \[0, 1\].*uint8")
+
+
 def test_missing_and_unexpected_cameras(policy):
     batch = make_batch(policy.config, with_actions=False)
     del batch["observation.images.wrist"]
@@ -87,6 +94,25 @@ def test_mismatched_dataset_features(policy, tiny_backbone):
     del inputs["observation.state"]
     with pytest.raises(ValueError, match=r"needs a state feature"):
         Gemma3nVLAPolicy(make_config(tiny_backbone[0], input_features=inputs, output_features=outputs))
+
+
+def test_unresized_cameras_must_share_a_shape(tiny_backbone):
+    """Without resize_imgs_with_padding the cameras are batched through the vision tower as they are, so they
+    must have one shape: a clear error at construction, not a torch.cat error at the first batch."""
+    from lerobot.configs.types import FeatureType, PolicyFeature
+
+    from gemma3nvla_ros.policy.modeling_gemma3nvla import Gemma3nVLAPolicy
+
+    inputs, outputs = features()
+    inputs["observation.images.wrist"] = PolicyFeature(type=FeatureType.VISUAL, shape=(3, 48, 64))
+    with pytest.raises(ValueError, match=r"resize_imgs_with_padding.*same shape"):
+        Gemma3nVLAPolicy(make_config(tiny_backbone[0], num_vlm_layers=3, resize_imgs_with_padding=None,
+                                     input_features=inputs, output_features=outputs))
+    # one shape (empty cameras take the real cameras' shape): fine
+    policy = Gemma3nVLAPolicy(make_config(tiny_backbone[0], num_vlm_layers=3, resize_imgs_with_padding=None,
+                                          empty_cameras=1)).eval()
+    actions = policy.predict_action_chunk(make_batch(policy.config, with_actions=False))
+    assert torch.isfinite(actions).all()
 
 
 def test_over_long_task(policy):

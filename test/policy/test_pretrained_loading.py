@@ -3,8 +3,13 @@ transformers' save_pretrained + a tokenizer built with `tokenizers`), and the pr
 same checkpoint loaded independently by transformers (AutoModelForImageTextToText.from_pretrained)."""
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
+import pytest
 import torch
-from safetensors.torch import load_file
+from lerobot.configs.policies import PreTrainedConfig
+from safetensors.torch import load_file, save_file
 from transformers import AutoModelForImageTextToText, AutoTokenizer, DynamicCache
 
 from .conftest import make_batch, make_config
@@ -112,3 +117,73 @@ def test_expert_can_run_in_bfloat16(tiny_backbone):
     a16 = policy.predict_action_chunk(batch, generator=torch.Generator().manual_seed(0))
     assert a16.dtype == torch.float32
     torch.testing.assert_close(a16, a32, rtol=0.1, atol=0.05)
+
+
+def test_checkpoint_loads_with_backbone_config_only(tiny_backbone, tmp_path):
+    """A saved policy holds every backbone weight, so from_pretrained must not load Gemma 3n's weights again from
+    vlm_model_name (on a robot: a second multi-GB load, or a download). Another machine needs only the backbone's
+    config + tokenizer, at any path given through the config."""
+    from gemma3nvla_ros.policy.modeling_gemma3nvla import Gemma3nVLAPolicy
+
+    vlm_dir = tiny_backbone[0]
+    torch.manual_seed(0)
+    policy = Gemma3nVLAPolicy(make_config(vlm_dir, num_vlm_layers=3)).eval()
+    with torch.no_grad():
+        policy.model.action_out_proj.weight.normal_(std=0.5)
+        for p in policy.model.vlm_with_expert.language_model.parameters():
+            p.add_(0.01)  # the checkpoint's backbone differs from the one at vlm_model_name (fine-tuned)
+    policy.save_pretrained(tmp_path / "ckpt")
+    batch = make_batch(policy.config, with_actions=False)
+    expected = policy.predict_action_chunk(batch, generator=torch.Generator().manual_seed(4))
+
+    light = tmp_path / "gemma3n_config_and_tokenizer_only"
+    light.mkdir()
+    for f in Path(vlm_dir).iterdir():
+        if f.is_file() and ".safetensors" not in f.name and not f.name.endswith(".bin"):
+            shutil.copy(f, light / f.name)
+    cfg = PreTrainedConfig.from_pretrained(tmp_path / "ckpt")
+    assert cfg.load_vlm_weights and cfg.vlm_model_name == vlm_dir
+    cfg.vlm_model_name = str(light)
+    loaded = Gemma3nVLAPolicy.from_pretrained(tmp_path / "ckpt", config=cfg)
+    got = loaded.predict_action_chunk(batch, generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    # and from the checkpoint alone (vlm_model_name as saved)
+    again = Gemma3nVLAPolicy.from_pretrained(tmp_path / "ckpt")
+    torch.testing.assert_close(again.predict_action_chunk(batch, generator=torch.Generator().manual_seed(4)),
+                               expected, rtol=0, atol=0)
+
+    # Built without random init, so a checkpoint that lacks a tensor must be an error, not silent garbage.
+    tensors = load_file(str(tmp_path / "ckpt" / "model.safetensors"))
+    del tensors["model.action_out_proj.weight"]
+    save_file(tensors, str(tmp_path / "ckpt" / "model.safetensors"))
+    with pytest.raises(ValueError, match=r"lacks 1 tensors.*action_out_proj"):
+        Gemma3nVLAPolicy.from_pretrained(tmp_path / "ckpt", config=cfg)
+
+
+def test_bfloat16_prefix_matches_transformers_bfloat16(tiny_backbone):
+    """In bfloat16 (the CUDA default) the prefix is still transformers' own computation: K/V of every layer equal
+    those of the checkpoint loaded by transformers in bfloat16 (float32 RoPE tables, its norms and casts)."""
+    from gemma3nvla_ros.policy.modeling_gemma3nvla import Gemma3nVLAPolicy
+
+    vlm_dir, _ = tiny_backbone
+    policy = Gemma3nVLAPolicy(make_config(vlm_dir, num_vlm_layers=6, backbone_dtype="bfloat16")).eval()
+    ref = AutoModelForImageTextToText.from_pretrained(vlm_dir, dtype=torch.bfloat16).eval()
+    net = policy.model
+    vlm = net.vlm_with_expert
+    batch = make_batch(policy.config, batch_size=1, seed=9)
+    images, embeds, raw, pad, pos = our_prefix(net, batch, policy)
+    assert embeds.dtype == torch.bfloat16
+    with torch.no_grad():
+        prefix = vlm.forward_prefix(embeds, raw, pad, pos)
+        ids = torch.cat([torch.tensor([[net.bos_token_id]]), net.image_block_ids[None], net.image_block_ids[None],
+                         batch["observation.language.tokens"][:, 1:]], 1)
+        cache = DynamicCache()
+        ref.model(input_ids=ids, pixel_values=torch.cat(images).to(torch.bfloat16), past_key_values=cache,
+                  use_cache=True)
+    n = ids.shape[1]
+    for i in range(6):
+        attn = ref.model.language_model.layers[i].self_attn
+        k, v = (cache.shared_layers[attn.kv_shared_layer_index] if attn.is_kv_shared_layer
+                else (cache.layers[i].keys, cache.layers[i].values))
+        assert prefix.keys[i].dtype == torch.bfloat16
+        assert rel(prefix.keys[i][:, :, :n], k) <= 1e-6 and rel(prefix.values[i][:, :, :n], v) <= 1e-6, i

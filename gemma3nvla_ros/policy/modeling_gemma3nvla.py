@@ -331,15 +331,8 @@ class Gemma3nVLAPolicy(PreTrainedPolicy):
         cfg = self.config
         if OBS_STATE not in batch:
             raise ValueError(f"Missing {OBS_STATE!r} in the batch; expected a [B, {cfg.robot_state_feature.shape[0]}] tensor.")
-        state = batch[OBS_STATE]
-        expected_state = cfg.robot_state_feature.shape[0]
-        if state.shape[-1] > cfg.max_state_dim:
-            raise ValueError(f"{OBS_STATE} has {state.shape[-1]} values, more than max_state_dim={cfg.max_state_dim}.")
-        if state.shape[-1] != expected_state:
-            raise ValueError(
-                f"{OBS_STATE} has {state.shape[-1]} values but the policy was configured for {expected_state} "
-                "(dataset/policy features mismatch)."
-            )
+        _check_width(OBS_STATE, batch[OBS_STATE].shape[-1], "max_state_dim", cfg.max_state_dim,
+                     cfg.robot_state_feature.shape[0])
         expected_images = [k for k in cfg.image_features if not k.startswith(EMPTY_CAMERA_PREFIX)]
         present = [k for k in cfg.image_features if k in batch]
         missing = [k for k in expected_images if k not in batch]
@@ -375,13 +368,7 @@ class Gemma3nVLAPolicy(PreTrainedPolicy):
                 raise ValueError(f"Missing {ACTION!r} in the training batch.")
             act = batch[ACTION]
             expected_action = cfg.action_feature.shape[0]
-            if act.shape[-1] > cfg.max_action_dim:
-                raise ValueError(f"{ACTION} has {act.shape[-1]} values, more than max_action_dim={cfg.max_action_dim}.")
-            if act.shape[-1] != expected_action:
-                raise ValueError(
-                    f"{ACTION} has {act.shape[-1]} values but the policy was configured for {expected_action} "
-                    "(dataset/policy features mismatch)."
-                )
+            _check_width(ACTION, act.shape[-1], "max_action_dim", cfg.max_action_dim, expected_action)
             if act.ndim != 3 or act.shape[1] != cfg.chunk_size:
                 raise ValueError(f"{ACTION} must be [B, chunk_size={cfg.chunk_size}, {expected_action}], got {tuple(act.shape)}.")
 
@@ -482,3 +469,12 @@ class Gemma3nVLAPolicy(PreTrainedPolicy):
             actions = self.predict_action_chunk(batch, noise=noise, generator=generator)
             self._queues[ACTION].extend(actions.transpose(0, 1)[: self.config.n_action_steps])
         return self._queues[ACTION].popleft()
+
+
+def _check_width(key: str, width: int, max_name: str, max_dim: int, expected: int) -> None:
+    if width > max_dim:
+        raise ValueError(f"{key} has {width} values, more than {max_name}={max_dim}.")
+    if width != expected:
+        raise ValueError(
+            f"{key} has {width} values but the policy was configured for {expected} (dataset/policy features mismatch)."
+        )

@@ -40,7 +40,7 @@ from gemma3nvla_ros.hardware.calibration import (
     parse_calibration,
     resolve_calibration_path,
 )
-from gemma3nvla_ros.hardware.commands import CommandRejected, validate_joint_command
+from gemma3nvla_ros.hardware.commands import CommandRejected, check_command_age, validate_joint_command
 from gemma3nvla_ros.hardware.feetech_bus import BusError, BusPortError, FeetechBus
 from gemma3nvla_ros.hardware.safety import (
     ArmGoalController,
@@ -210,6 +210,8 @@ class So101Bridge(Node):
     def _on_command(self, msg) -> None:
         try:
             cmd = validate_joint_command(msg.name, msg.position, self.joint_names)
+            stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+            check_command_age(stamp_ns, self.get_clock().now().nanoseconds, int(self.command_timeout * 1e9))
         except CommandRejected as exc:
             self.commands_rejected += 1
             self.get_logger().warn(f"rejected joint command, arm not moved: {exc}", throttle_duration_sec=1.0)

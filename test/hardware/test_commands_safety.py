@@ -8,7 +8,7 @@ import pytest
 
 from gemma3nvla_ros.control import units
 from gemma3nvla_ros.hardware.calibration import EXAMPLE_CALIBRATION, SO101_MOTORS
-from gemma3nvla_ros.hardware.commands import CommandRejected, validate_joint_command
+from gemma3nvla_ros.hardware.commands import CommandRejected, check_command_age, validate_joint_command
 from gemma3nvla_ros.hardware.safety import ArmGoalController, WatchdogState, parse_max_relative_target
 
 NAMES = list(SO101_MOTORS)
@@ -173,3 +173,12 @@ def test_hold_joint_resets_only_that_joint_and_keeps_the_watchdog():
     idle = _controller()
     idle.hold_joint("elbow_flex", 100.0)
     assert idle.cycle(RANGES.mid, MS).goals is None and idle.state is WatchdogState.IDLE
+
+
+def test_stale_commands_are_rejected_fresh_and_unstamped_ones_taken() -> None:
+    now, timeout = 100 * 10**9, 500_000_000
+    check_command_age(now - 100_000_000, now, timeout)  # 0.1 s old: fresh
+    check_command_age(0, now, timeout)  # unstamped (typed by hand): taken as current
+    check_command_age(now + 50_000_000, now, timeout)  # sender's clock slightly ahead: not stale
+    with pytest.raises(CommandRejected, match=r"stale: stamped 2\.000 s ago, more than command_timeout 0\.500 s"):
+        check_command_age(now - 2 * 10**9, now, timeout)

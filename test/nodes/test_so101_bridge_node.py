@@ -36,10 +36,14 @@ class Arm:
         last = self.states[-1]
         return dict(zip(last.name, last.position))
 
-    def command(self, names, positions):
+    def command(self, names, positions, age_s: float | None = None):
+        """Publish a command; ``age_s`` stamps it that many seconds in the past (None: unstamped)."""
         msg = self._msg()
         msg.name = list(names)
         msg.position = [float(p) for p in positions]
+        if age_s is not None:
+            stamp_ns = self.node.get_clock().now().nanoseconds - int(age_s * 1e9)
+            msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
         self.pub.publish(msg)
 
     def bus_value(self, key: str) -> str | None:
@@ -119,12 +123,16 @@ def test_bad_commands_never_move_the_arm(ros, arm, start_node):
     for names, positions in bad:
         arm.command(names, positions)
         spin_for(ros, arm.node, 0.1)
+    spin_for(ros, arm.node, 1.2)  # past the warning's 1 s throttle, so the stale one is logged too
+    bad.append((["elbow_flex"], [0.5]))  # well formed but stamped 5 s ago: stale
+    arm.command(["elbow_flex"], [0.5], age_s=5.0)
     spin_for(ros, arm.node, 1.0)
     after = arm.positions()
     assert all(abs(after[n] - before[n]) < 0.005 for n in NAMES), (before, after)
     assert spin_until(ros, arm.node, lambda: (arm.bus_value("commands_rejected") or "0") == str(len(bad)), 5.0)
     assert arm.bus_value("commands_accepted") == "0"
     assert "rejected joint command, arm not moved" in proc.output
+    assert "command is stale" in proc.output
 
 
 def test_watchdog_holds_when_commands_stop(ros, arm, start_node):

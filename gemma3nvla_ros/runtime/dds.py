@@ -356,6 +356,17 @@ def instance_handle(entity: int) -> int:
     return ih.value
 
 
+def _matched_user_data(get_data, entity: int, peer: int) -> Optional[dict[str, str]]:
+    """USER_DATA of the matched endpoint ``peer`` (None once it is gone)."""
+    ep = get_data(entity, peer)
+    if not ep:
+        return None
+    try:
+        return user_data_of(ep.contents.qos)
+    finally:
+        _builtintopic_free_endpoint(ep)
+
+
 class RawWriter:
     """A DDS writer that writes already-serialized CDR (encapsulation header included)."""
 
@@ -396,13 +407,7 @@ class RawWriter:
         return _matched(_get_matched_subscriptions, self.handle)
 
     def matched_subscription_user_data(self, handle: int) -> Optional[dict[str, str]]:
-        ep = _get_matched_subscription_data(self.handle, handle)
-        if not ep:
-            return None
-        try:
-            return user_data_of(ep.contents.qos)
-        finally:
-            _builtintopic_free_endpoint(ep)
+        return _matched_user_data(_get_matched_subscription_data, self.handle, handle)
 
     def close(self) -> None:
         if not self._closed:
@@ -463,13 +468,7 @@ class RawReader:
         return _matched(_get_matched_publications, self.handle)
 
     def matched_publication_user_data(self, handle: int) -> Optional[dict[str, str]]:
-        ep = _get_matched_publication_data(self.handle, handle)
-        if not ep:
-            return None
-        try:
-            return user_data_of(ep.contents.qos)
-        finally:
-            _builtintopic_free_endpoint(ep)
+        return _matched_user_data(_get_matched_publication_data, self.handle, handle)
 
     def close(self) -> None:
         with self._lock:

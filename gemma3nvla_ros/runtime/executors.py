@@ -223,20 +223,13 @@ class Executor:
                     break
                 if tm.callback is not None and tm.is_ready() and allowed(tm, tm.callback_group) and tm._take():
                     work.append(_Work(tm, tm.callback_group, self._timer_fn(tm), n))
-            for s in n.subscriptions:
+            for e in (*n.subscriptions, *n.services):  # both hold TakenSamples: one sample per callback
                 if full():
                     break
-                if s.has_pending() and allowed(s, s.callback_group):
-                    item = s.pop()
+                if e.has_pending() and allowed(e, e.callback_group):
+                    item = e.pop()
                     if item is not None:
-                        work.append(_Work(s, s.callback_group, _bind(s.deliver, item), n, item))
-            for srv in n.services:
-                if full():
-                    break
-                if srv.has_pending() and allowed(srv, srv.callback_group):
-                    item = srv.pop()
-                    if item is not None:
-                        work.append(_Work(srv, srv.callback_group, _bind(srv.deliver, item), n, item))
+                        work.append(_Work(e, e.callback_group, _bind(e.deliver, item), n, item))
             for g in n.guards:
                 if full():
                     break

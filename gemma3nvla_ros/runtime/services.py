@@ -57,26 +57,35 @@ def unframe(data) -> tuple[int, int, bytes]:
     return guid, seq, bytes(data[:4]) + bytes(data[20:])
 
 
-class Service(TakenSamples):
-    def __init__(self, node: "Node", srv_type, name: str, callback: Callable, qos_profile: QoSProfile,
-                 callback_group):
+class _ServiceEndpoints:
+    """The request/reply reader-writer pair of a service or a client, tagged as rmw_cyclonedds tags them
+    (``serviceid=``/``clientid=`` in USER_DATA, so servers can tell which reply reader is whose)."""
+
+    _reader: RawReader
+    _writer: RawWriter
+
+    def _open(self, node: "Node", srv_type, name: str, qos_profile: QoSProfile, callback_group,
+              kind: str) -> bytes:
         check_srv_type(srv_type)
         self.srv_type = srv_type
         self.srv_name = name
-        self.callback = callback
         self.callback_group = callback_group
         self.qos_profile = qos_profile
         self._node = node
+        self.malformed_count = 0
         part = node.context.participant()
         req_topic, rep_topic = service_to_dds(name)
-        self.service_id = node.context.next_cs_id()
+        cs_id = node.context.next_cs_id()
         q = to_endpoint_qos(qos_profile)
-        self._reader = RawReader(part, req_topic, dds_type_name(srv_type.Request), q,
-                                 _user_data("serviceid", self.service_id, srv_type.Request))
-        self._writer = RawWriter(part, rep_topic, dds_type_name(srv_type.Response), q,
-                                 _user_data("serviceid", self.service_id, srv_type.Response))
-        self._init_queue()
-        self.malformed_count = 0
+        request = (part, req_topic, dds_type_name(srv_type.Request), q, _user_data(kind, cs_id, srv_type.Request))
+        reply = (part, rep_topic, dds_type_name(srv_type.Response), q, _user_data(kind, cs_id, srv_type.Response))
+        if kind == "serviceid":
+            self._reader = RawReader(*request)
+            self._writer = RawWriter(*reply)
+        else:
+            self._writer = RawWriter(*request)
+            self._reader = RawReader(*reply)
+        return cs_id
 
     @property
     def service_name(self) -> str:
@@ -89,6 +98,14 @@ class Service(TakenSamples):
     @property
     def endpoint_guids(self) -> tuple[bytes, bytes]:
         return self._reader.guid, self._writer.guid
+
+
+class Service(_ServiceEndpoints, TakenSamples):
+    def __init__(self, node: "Node", srv_type, name: str, callback: Callable, qos_profile: QoSProfile,
+                 callback_group):
+        self.callback = callback
+        self.service_id = self._open(node, srv_type, name, qos_profile, callback_group, "serviceid")
+        self._init_queue()
 
 
     def deliver(self, item) -> None:
@@ -138,41 +155,15 @@ class Service(TakenSamples):
         self._writer.close()
 
 
-class Client:
+class Client(_ServiceEndpoints):
     def __init__(self, node: "Node", srv_type, name: str, qos_profile: QoSProfile, callback_group):
-        check_srv_type(srv_type)
-        self.srv_type = srv_type
-        self.srv_name = name
-        self.callback_group = callback_group
-        self.qos_profile = qos_profile
-        self._node = node
         self.context = node.context
-        part = node.context.participant()
-        req_topic, rep_topic = service_to_dds(name)
-        self.client_id = node.context.next_cs_id()
-        q = to_endpoint_qos(qos_profile)
-        self._writer = RawWriter(part, req_topic, dds_type_name(srv_type.Request), q,
-                                 _user_data("clientid", self.client_id, srv_type.Request))
-        self._reader = RawReader(part, rep_topic, dds_type_name(srv_type.Response), q,
-                                 _user_data("clientid", self.client_id, srv_type.Response))
+        self.client_id = self._open(node, srv_type, name, qos_profile, callback_group, "clientid")
         self._guid = self._writer.instance_handle
         self._seq = 0
         self._lock = threading.Lock()
         self._pending: dict[int, Future] = {}
         self._waitset: Optional[WaitSet] = None
-        self.malformed_count = 0
-
-    @property
-    def service_name(self) -> str:
-        return self.srv_name
-
-    @property
-    def reader(self) -> RawReader:
-        return self._reader
-
-    @property
-    def endpoint_guids(self) -> tuple[bytes, bytes]:
-        return self._reader.guid, self._writer.guid
 
     # --- requests ------------------------------------------------------------------------------------
     def call_async(self, request) -> Future:

@@ -6,16 +6,27 @@ from setuptools import find_packages, setup
 
 package_name = "gemma3nvla_ros"
 
+# ROS 2 Jazzy's own rclpy (Fast DDS) and message packages as community-built wheels of the official
+# sources, for machines without a ROS install (x86-64 Linux, Python 3.10-3.13). Never install them into
+# an environment that already sees a distro's rclpy: scripts/install.sh checks first.
+ROS_WHEELS = [
+    "ros-jazzy-rclpy[fastrtps]==7.1.6",
+    *(f"ros-jazzy-{pkg}" for pkg in ("std-msgs", "sensor-msgs", "trajectory-msgs", "std-srvs",
+                                      "diagnostic-msgs", "rosgraph-msgs")),
+]
+
 extras = {
-    # The non-ROS runtime: Cyclone DDS speaking ROS 2's wire conventions, rosbag2 I/O.
-    "dds": ["cyclonedds>=0.10.5", "rosbags>=0.10"],
+    "ros": ROS_WHEELS,
+    # rosbag2 reading/writing without ROS (and the tests' independent reference for message bytes).
+    "bag": ["rosbags>=0.10"],
     # Camera capture. On a ROS machine prefer the distro's python3-opencv (numpy 1.x ABI).
     "camera": ["opencv-python-headless>=4.8"],
     # The Gemma3nVLA policy and LeRobot training.
     "policy": ["lerobot==0.4.4", "transformers==4.57.6", "timm>=1.0.16"],
     "test": ["pytest>=7", "pytest-timeout>=2"],
 }
-extras["all"] = sorted({req for reqs in extras.values() for req in reqs})
+# Everything but the ROS wheels, which install.sh adds only where no distro rclpy exists.
+extras["all"] = sorted({req for name, reqs in extras.items() if name != "ros" for req in reqs})
 
 setup(
     name=package_name,

@@ -5,5 +5,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install.sh
-export CYCLONEDDS_URI="file://$PWD/config/cyclonedds_loopback.xml"
+source scripts/ros_env.sh
 exec .venv/bin/gemma3nvla-ros launch so101_pickplace mode:=sim "$@"

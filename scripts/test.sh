@@ -4,5 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install.sh
-export CYCLONEDDS_URI="file://$PWD/config/cyclonedds_loopback.xml"
+source scripts/ros_env.sh
 exec .venv/bin/python -m pytest "${@:-test}"

@@ -1,21 +1,47 @@
-"""Test-wide settings: every DDS participant on loopback, on a domain of its own.
+"""Test-wide settings and the helpers every ROS test uses.
 
-Each pytest session picks a random ROS_DOMAIN_ID so concurrent runs on one machine never hear each
-other, and every process it starts inherits the same loopback-bound CYCLONEDDS_URI (interface lo,
-multicast off, peer 127.0.0.1): nothing may leave 127.0.0.0/8.
+Every ROS participant the tests start — this process and every node process it spawns (they inherit
+the environment) — discovers on loopback only and on a domain of its own, so concurrent runs on one
+machine never hear each other and nothing is sent beyond 127.0.0.0/8. These are ROS 2's own settings
+(rcl reads them), forced rather than defaulted: a test must never fall back to discovery on another
+interface.
 """
 from __future__ import annotations
 
 import os
 import random
+import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-LOOPBACK_XML = REPO / "config" / "cyclonedds_loopback.xml"
+import pytest
 
-os.environ["CYCLONEDDS_URI"] = f"file://{LOOPBACK_XML}"
-os.environ.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 100)))
-os.environ.setdefault("GEMMA3NVLA_ROS_RUNTIME", "dds")
+REPO = Path(__file__).resolve().parents[1]
+
+os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"  # Iron and later
+if os.environ.get("ROS_DISTRO") == "humble":
+    os.environ["ROS_LOCALHOST_ONLY"] = "1"  # Humble's only switch (later distros warn that it is deprecated)
+os.environ.pop("ROS_STATIC_PEERS", None)
+os.environ["ROS_DOMAIN_ID"] = os.environ.get("GEMMA3NVLA_TEST_DOMAIN_ID") or str(random.SystemRandom().randint(1, 100))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="module")
+def ros():
+    """rclpy, initialised for this test module's in-process listener nodes."""
+    import rclpy
+
+    rclpy.init(args=[])
+    yield rclpy
+    rclpy.try_shutdown()
+
+
+@pytest.fixture
+def listener(ros):
+    """A node in the test process: subscribes to what the node processes publish, publishes commands."""
+    from rclpy.node import Node
+
+    node = Node(f"test_listener_{os.getpid()}_{time.monotonic_ns() % 100_000}")
+    yield node
+    node.destroy_node()

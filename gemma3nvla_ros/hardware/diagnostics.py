@@ -105,8 +105,8 @@ def bus_status(
 
 
 def to_diagnostic_array(statuses: list[Status], stamp: Any, msgs: Any) -> Any:
-    """A ``diagnostic_msgs/DiagnosticArray``; ``msgs`` is the ``diagnostic_msgs.msg`` module in use
-    (rclpy's or the built-in runtime's), so this module needs no ROS import."""
+    """A ``diagnostic_msgs/DiagnosticArray``; ``msgs`` is the ``diagnostic_msgs.msg`` module, passed in
+    so this module imports no ROS and is tested without it."""
     out = msgs.DiagnosticArray()
     out.header.stamp = stamp
     for s in statuses:

@@ -1,6 +1,6 @@
-"""Filling sensor_msgs Image/CompressedImage/CameraInfo objects from numpy frames — the same code for
-real rclpy message classes and the built-in runtime's (field-compatible) ones; the message instance is
-passed in, so this module imports no ROS."""
+"""Filling sensor_msgs Image/CompressedImage/CameraInfo objects from numpy frames (what cv_bridge does,
+for machines where it is missing or broken); the message instance is passed in, so this module imports
+no ROS."""
 from __future__ import annotations
 
 import array

@@ -15,6 +15,11 @@ import sys
 import threading
 import time
 
+import diagnostic_msgs.msg
+import sensor_msgs.msg
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, qos_profile_sensor_data
+
 from gemma3nvla_ros.hardware import diagnostics as diag
 from gemma3nvla_ros.hardware.camera_info import CameraInfoData, CameraInfoError, load_camera_info
 from gemma3nvla_ros.hardware.cameras import (
@@ -29,14 +34,6 @@ from gemma3nvla_ros.hardware.cameras import (
 )
 from gemma3nvla_ros.hardware.image_msgs import fill_camera_info, fill_compressed, fill_image
 from gemma3nvla_ros.nodes.run import run_node
-from gemma3nvla_ros.ros import (
-    RUNTIME,
-    Node,
-    QoSProfile,
-    diagnostic_msgs,
-    qos_profile_sensor_data,
-    sensor_msgs,
-)
 
 
 class StartupError(RuntimeError):
@@ -44,10 +41,8 @@ class StartupError(RuntimeError):
 
 
 def _load_cv_bridge():
-    """cv_bridge only with real ROS (its messages are rclpy's classes). It fails to import on Jazzy
-    with numpy 2 (and other ways), so any exception means: use the plain conversion."""
-    if RUNTIME != "rclpy":
-        return None, "built-in runtime"
+    """cv_bridge where ROS provides it. It fails to import on Jazzy with numpy 2 (and other ways), and
+    is not on PyPI at all, so any exception means: use the plain conversion."""
     try:
         from cv_bridge import CvBridge
 

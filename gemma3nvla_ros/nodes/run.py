@@ -4,7 +4,8 @@ from __future__ import annotations
 import sys
 from typing import Callable, Protocol
 
-from gemma3nvla_ros.ros import ExternalShutdownException, rclpy
+import rclpy
+from rclpy.executors import ExternalShutdownException
 
 STARTUP_FAILED = 2  # a launch sees the required node fail; the log says what to do
 

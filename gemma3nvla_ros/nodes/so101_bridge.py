@@ -27,6 +27,12 @@ import sys
 import threading
 from pathlib import Path
 
+import diagnostic_msgs.msg
+import sensor_msgs.msg
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.node import Node
+from rclpy.qos import QoSProfile
+
 from gemma3nvla_ros.control import units
 from gemma3nvla_ros.hardware import diagnostics as diag
 from gemma3nvla_ros.hardware.calibration import (
@@ -49,13 +55,6 @@ from gemma3nvla_ros.hardware.safety import (
     parse_max_relative_target,
 )
 from gemma3nvla_ros.nodes.run import run_node
-from gemma3nvla_ros.ros import (
-    Node,
-    ParameterDescriptor,
-    QoSProfile,
-    diagnostic_msgs,
-    sensor_msgs,
-)
 
 MAX_RECONNECT_BACKOFF_S = 5.0
 # How far (ticks, ~4 deg) a joint may rest beyond its calibrated range when torque comes on: the

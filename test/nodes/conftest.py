@@ -1,13 +1,11 @@
-"""Helpers for node tests: node processes over DDS (real processes, the environment from
-test/conftest.py: loopback Cyclone DDS, a random domain) and an in-process listener node."""
+"""Node processes for node tests: real processes on real rclpy, with the environment from
+test/conftest.py (loopback discovery, a domain of the test session's own)."""
 from __future__ import annotations
 
 import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -60,39 +58,3 @@ def start_node(tmp_path):
     yield start
     for proc in procs:
         proc.stop()
-
-
-@pytest.fixture(scope="module")
-def ros():
-    from gemma3nvla_ros.ros import rclpy
-
-    rclpy.init(args=[])
-    yield rclpy
-    rclpy.try_shutdown()
-
-
-@pytest.fixture
-def listener(ros):
-    from gemma3nvla_ros.ros import Node
-
-    node = Node(f"test_listener_{os.getpid()}_{int(time.monotonic() * 1000) % 100000}")
-    yield node
-    node.destroy_node()
-
-
-def spin_until(rclpy, node, condition: Callable[[], bool], timeout: float) -> bool:
-    """Spin the listener until ``condition()`` or the timeout (a generous sanity bound, not a timing test)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        rclpy.spin_once(node, timeout_sec=0.05)
-        if condition():
-            return True
-    return condition()
-
-
-def spin_for(rclpy, node, seconds: float, each: Callable[[], None] | None = None) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        rclpy.spin_once(node, timeout_sec=0.02)
-        if each:
-            each()

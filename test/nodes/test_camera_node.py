@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from .conftest import spin_until
+from helpers_ros import spin_until
 
 CAMERA = "gemma3nvla_ros.nodes.camera_node"
 
@@ -22,7 +22,8 @@ def _write_video(path, n=30, size=(320, 240), fps=30.0):
 
 
 def test_publishes_images_from_file_at_about_fps(ros, listener, start_node, tmp_path):
-    from gemma3nvla_ros.ros import qos_profile_sensor_data, sensor_msgs
+    from rclpy.qos import qos_profile_sensor_data
+    import sensor_msgs.msg
 
     video = _write_video(tmp_path / "clip.avi")
     images, infos, jpegs = [], [], []
@@ -49,7 +50,8 @@ def test_publishes_images_from_file_at_about_fps(ros, listener, start_node, tmp_
 
 
 def test_synthetic_source_frames_differ(ros, listener, start_node):
-    from gemma3nvla_ros.ros import qos_profile_sensor_data, sensor_msgs
+    from rclpy.qos import qos_profile_sensor_data
+    import sensor_msgs.msg
 
     images = []
     listener.create_subscription(sensor_msgs.msg.Image, "/cameras/front/image_raw", images.append, qos_profile_sensor_data)
@@ -76,7 +78,9 @@ def test_unusable_source_exits_nonzero_with_reason(start_node, args, needle):
 def test_device_loss_is_retried_and_reported(ros, listener, start_node, tmp_path):
     """A "device" whose stream ends (as an unplugged camera's does): the node reports it on
     /diagnostics, reopens it with backoff and keeps publishing — it does not exit."""
-    from gemma3nvla_ros.ros import QoSProfile, diagnostic_msgs, qos_profile_sensor_data, sensor_msgs
+    import diagnostic_msgs.msg
+    import sensor_msgs.msg
+    from rclpy.qos import QoSProfile, qos_profile_sensor_data
 
     video = _write_video(tmp_path / "cam.avi", n=5)
     images, diags = [], []
@@ -105,7 +109,9 @@ class _BrokenCvBridge:
 
 def test_cv_bridge_failing_at_conversion_falls_back_to_numpy(ros, listener):
     from gemma3nvla_ros.nodes.camera_node import CameraNode
-    from gemma3nvla_ros.ros import Parameter, qos_profile_sensor_data, sensor_msgs
+    import sensor_msgs.msg
+    from rclpy.parameter import Parameter
+    from rclpy.qos import qos_profile_sensor_data
 
     name = f"cvb{listener.get_name()[-5:]}"
     got = []

@@ -13,7 +13,7 @@ import scservo_sdk as scs
 
 from gemma3nvla_ros.hardware.calibration import EXAMPLE_CALIBRATION
 
-from .conftest import REPO, spin_for, spin_until
+from helpers_ros import REPO, spin_for, spin_until
 
 BRIDGE = "gemma3nvla_ros.nodes.so101_bridge"
 NAMES = list(EXAMPLE_CALIBRATION)
@@ -24,7 +24,9 @@ class Arm:
     """Listener side: latest joint state by name, diagnostics, a command publisher."""
 
     def __init__(self, node):
-        from gemma3nvla_ros.ros import QoSProfile, diagnostic_msgs, sensor_msgs
+        import diagnostic_msgs.msg
+        import sensor_msgs.msg
+        from rclpy.qos import QoSProfile
 
         self.node, self.states, self.diags = node, [], []
         self._msg = sensor_msgs.msg.JointState

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from .conftest import features, make_batch, make_config
+from helpers_policy import features, make_batch, make_config
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from .conftest import make_batch, make_config
+from helpers_policy import make_batch, make_config
 
 
 @pytest.fixture(scope="module")

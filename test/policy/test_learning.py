@@ -10,7 +10,7 @@ import time
 
 import torch
 
-from .conftest import make_config
+from helpers_policy import make_config
 
 TRAIN_EPISODES = list(range(10))
 HELD_OUT = [10, 11]

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from .conftest import TASKS
+from helpers_policy import TASKS
 
 
 def _lerobot_train() -> str:

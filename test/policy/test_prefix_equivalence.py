@@ -13,15 +13,10 @@ from transformers import DynamicCache, Gemma3nConfig
 from transformers.models.gemma3n.modeling_gemma3n import Gemma3nModel
 
 from gemma3nvla_ros.policy.gemma3n_with_expert import Gemma3nWithExpertModel, kv_source_layer, truncate_text_config
-from gemma3nvla_ros.policy.modeling_gemma3nvla import VLAFlowMatching
 
-from .conftest import make_batch, make_config
+from helpers_policy import make_batch, make_config, our_prefix, rel
 
 TOL = 1e-5
-
-
-def rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30)).item()
 
 
 def reference_kv(model: Gemma3nModel, **inputs):
@@ -38,14 +33,6 @@ def reference_kv(model: Gemma3nModel, **inputs):
         keys.append(k)
         values.append(v)
     return out, keys, values, tc
-
-
-def our_prefix(net: VLAFlowMatching, batch, policy):
-    images, img_masks = policy.prepare_images(batch)
-    state = policy.prepare_state(batch)
-    embeds, raw, pad, pos = net.embed_prefix(images, img_masks, batch["observation.language.tokens"],
-                                             batch["observation.language.attention_mask"], state)
-    return images, embeds, raw, pad, pos
 
 
 def processor_ids(vlm_dir: str, task: str, n_images: int) -> torch.Tensor:

@@ -12,8 +12,8 @@ from lerobot.configs.policies import PreTrainedConfig
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForImageTextToText, AutoTokenizer, DynamicCache
 
-from .conftest import make_batch, make_config
-from .test_prefix_equivalence import our_prefix, rel
+from helpers_policy import make_batch, make_config
+from helpers_policy import our_prefix, rel
 
 
 def test_pretrained_weights_load_and_prefix_matches(tiny_backbone):

@@ -16,7 +16,7 @@ import numpy as np
 from gemma3nvla_ros.control import units
 from gemma3nvla_ros.hardware.calibration import EXAMPLE_CALIBRATION, SO101_MOTORS
 from gemma3nvla_ros.hardware.feetech_bus import FeetechBus
-from gemma3nvla_ros.hardware.safety import ArmGoalController, parse_max_relative_target
+from gemma3nvla_ros.control.safety import ArmGoalController, parse_max_relative_target
 
 
 def _row(name: str, samples: list[float]) -> str:

@@ -104,6 +104,7 @@ COMMANDS = {
     "move": "ID TICKS: an external force moves the joint to TICKS (present frame; sticks only while limp)",
     "alarm": "ID BITS: set the Status alarm bits (an overload trip, 32, unloads torque); 0 clears them",
     "dead": "ID 1|0: the servo stops/starts answering but keeps its power and torque (a data-line fault)",
+    "block": "ID TICKS|none: an object the joint cannot move through, e.g. one the gripper closes on",
 }
 
 
@@ -121,6 +122,8 @@ def apply_command(bus: SimServoBus, line: str) -> str:
             servo.push_to(float(rest[0]))
         elif verb == "alarm" and len(rest) == 1:
             servo.set_alarm(int(rest[0], 0))
+        elif verb == "block" and len(rest) == 1:
+            servo.block_at(None if rest[0] == "none" else float(rest[0]))
         elif verb == "dead" and rest in (["0"], ["1"]):
             bus.set_faults(servo.servo_id, dead=rest == ["1"])
         else:

@@ -122,6 +122,7 @@ class SimServo:
     temperature_c: int = 30
     alarm: int = 0
     powered: bool = True
+    obstacle: float | None = None  # ticks (present frame) the joint cannot move through
     mem: bytearray = field(default_factory=lambda: bytearray(256))
 
     def __post_init__(self) -> None:
@@ -186,8 +187,18 @@ class SimServo:
         step = max(-cap, min(cap, step))
         if abs(error - step) < 0.5:  # settle on the integer goal instead of creeping forever
             step = error
-        self.position += step
-        self._velocity = step / dt
+        new = self.position + step
+        if self.obstacle is not None:  # stopped by an object (a gripper closing on it): the error remains
+            new = min(new, self.obstacle) if self._obstacle_side > 0 else max(new, self.obstacle)
+        self._velocity = (new - self.position) / dt
+        self.position = new
+
+    def block_at(self, position: float | None) -> None:
+        """An object the joint cannot move through (None removes it)."""
+        self.update()
+        self.obstacle = None if position is None else float(position)
+        if position is not None:
+            self._obstacle_side = 1.0 if self.obstacle >= self.position else -1.0
 
     def push_to(self, position: float) -> None:
         """An external hand moves the joint (only sticks while torque is off, as on the arm)."""

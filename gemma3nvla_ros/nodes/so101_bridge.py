@@ -3,7 +3,7 @@
 Publishes ``joint_states`` (sensor_msgs/JointState, radians, all six joints incl. the gripper, stamped
 at read on the node clock) and ``/diagnostics``; subscribes ``joint_commands`` (sensor_msgs/JointState,
 positions in radians for any subset of the joints). Unit conversion: ``control.units``; command
-validation, clamping and the watchdog: ``hardware.commands`` / ``hardware.safety``; bus I/O:
+validation, clamping and the watchdog: ``control.commands`` / ``control.safety``; bus I/O:
 ``hardware.feetech_bus``. This file only wires them to ROS.
 
 Recovery: a lost port is reopened and the whole arm re-enabled holding where it is (every controller
@@ -29,8 +29,11 @@ from pathlib import Path
 
 import diagnostic_msgs.msg
 import sensor_msgs.msg
-from rcl_interfaces.msg import ParameterDescriptor
+import std_srvs.srv
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile
 
 from gemma3nvla_ros.control import units
@@ -46,10 +49,16 @@ from gemma3nvla_ros.hardware.calibration import (
     parse_calibration,
     resolve_calibration_path,
 )
-from gemma3nvla_ros.hardware.commands import CommandRejected, check_command_age, validate_joint_command
+from gemma3nvla_ros.control.commands import CommandRejected, check_command_age, validate_joint_command
 from gemma3nvla_ros.hardware.feetech_bus import BusError, BusPortError, FeetechBus
-from gemma3nvla_ros.hardware.safety import (
+from gemma3nvla_ros.hardware.scs_protocol import describe_error_bits
+from gemma3nvla_ros.control.safety import (
+    OVERLOAD_RECOVERY,
+    SHUTDOWN_ACTIONS,
     ArmGoalController,
+    WatchdogState,
+    alarm_active,
+    check_choice,
     joints_outside_range,
     motors_to_recover,
     parse_max_relative_target,
@@ -69,58 +78,135 @@ class StartupError(RuntimeError):
 class So101Bridge(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("so101_bridge", **kwargs)
-        self.port = self.declare_parameter("port", "/dev/ttyACM0").value
-        self.mode = self.declare_parameter("mode", "real").value
-        self.robot_id = self.declare_parameter("robot_id", "").value
-        self.calibration_file = self.declare_parameter("calibration_file", "").value
-        self.write_calibration = self.declare_parameter("write_calibration_to_motors", False).value
-        self.joint_names = list(self.declare_parameter("joint_names", list(SO101_MOTORS)).value)
-        self.motor_ids = [int(i) for i in self.declare_parameter("motor_ids", list(SO101_MOTORS.values())).value]
-        self.publish_rate = float(self.declare_parameter("publish_rate", 100.0).value)
-        # Float (all joints) or one value per joint, radians; 0 disables (LeRobot's None).
-        max_rel = self.declare_parameter(
-            "max_relative_target", 0.2, ParameterDescriptor(dynamic_typing=True)
-        ).value
-        self.command_timeout = float(self.declare_parameter("command_timeout", 0.5).value)
-        self.on_shutdown = self.declare_parameter("on_shutdown", "disable_torque").value
-        self.diagnostics_rate = float(self.declare_parameter("diagnostics_rate", 1.0).value)
-        self.bus_timeout_ms = float(self.declare_parameter("bus_timeout_ms", 50.0).value)
-        self.bus_retries = int(self.declare_parameter("bus_retries", 2).value)
-        self.sim_args = self.declare_parameter("sim_args", "").value
-
-        self._max_rel_param = max_rel
+        # Fixed at start-up (read_only): they choose the hardware, its calibration and the loop.
+        self.port = self._declare("port", "/dev/ttyACM0", "serial port of the arm (ignored in sim mode)")
+        self.mode = self._declare("mode", "real", "real: the arm on `port`; sim: the byte-level servo simulator")
+        self.robot_id = self._declare("robot_id", "", "LeRobot calibration id (so_follower/<id>.json)")
+        self.calibration_file = self._declare("calibration_file", "", "explicit calibration JSON (overrides robot_id)")
+        self.write_calibration = self._declare(
+            "write_calibration_to_motors", False, "write the JSON's homing offset and limits into the servos")
+        self.joint_names = list(self._declare("joint_names", list(SO101_MOTORS), "joint names, bus order"))
+        self.motor_ids = [int(i) for i in self._declare("motor_ids", list(SO101_MOTORS.values()), "servo ids")]
+        self.publish_rate = float(self._declare(
+            "publish_rate", 100.0, "read + write cycle (Hz)", floating_point_range=[FloatingPointRange(
+                from_value=1.0, to_value=1000.0)]))
+        self.diagnostics_rate = float(self._declare(
+            "diagnostics_rate", 1.0, "/diagnostics rate (Hz)",
+            floating_point_range=[FloatingPointRange(from_value=0.1, to_value=50.0)]))
+        self.bus_timeout_ms = float(self._declare("bus_timeout_ms", 50.0, "reply timeout per transaction (ms)"))
+        self.bus_retries = int(self._declare("bus_retries", 2, "retries of a failed transaction",
+                                             integer_range=[IntegerRange(from_value=0, to_value=10)]))
+        self.sim_args = self._declare("sim_args", "", "simulator options, e.g. fault injection (sim mode)")
+        # Changeable at run time (validated in _on_set_parameters, applied at once).
+        self._max_rel_param = self._declare(
+            "max_relative_target", 0.2,
+            "largest goal step per cycle relative to the present position (rad): one value or one per "
+            "joint; 0 disables", read_only=False, dynamic_typing=True)
+        self.command_timeout = float(self._declare(
+            "command_timeout", 0.5, "s without commands before the watchdog holds; also the largest "
+            "accepted command stamp age (past or future)", read_only=False,
+            floating_point_range=[FloatingPointRange(from_value=0.01, to_value=60.0)]))
+        self.on_shutdown = self._declare(
+            "on_shutdown", "disable_torque", "disable_torque (the arm goes limp) or hold (torque stays on)",
+            read_only=False)
+        self.hold_goal_joints = list(self._declare(
+            "hold_goal_joints", ["gripper"], "joints that keep their last commanded goal when the "
+            "watchdog holds or on_shutdown is hold (a gripper keeps its grip)", read_only=False))
+        self.overload_recovery = self._declare(
+            "overload_recovery", "manual", "manual: a motor that tripped on an alarm stays limp until "
+            "~/enable is called; auto: re-enabled once the alarm clears", read_only=False)
 
         self.motors = dict(zip(self.joint_names, self.motor_ids))
         self.gripper = "gripper" if "gripper" in self.motors else None
         self.bus: FeetechBus | None = None
         self.sim = None
+        self.controller: ArmGoalController | None = None
         self.connected = False
         self.fault = ""
         self.commands_rejected = 0
         self.goals_clamped = 0
         self.goals_step_clamped = 0
+        self.tripped: set[str] = set()  # an alarm was seen: torque waits for ~/enable (manual recovery)
         self._last_present = None
         self._next_reconnect_ns = 0
         self._reconnect_backoff_s = 0.1
         self._lock = threading.Lock()
+        # The hardware loop, watchdog and reconnect backoff run on a steady clock (as ros2_control's):
+        # a ROS clock that jumps back, stops, or never starts (use_sim_time without /clock) must not
+        # freeze the arm or keep an old target alive. ROS time only stamps messages.
+        self.steady = Clock(clock_type=ClockType.STEADY_TIME)
 
         self.joint_state_pub = self.create_publisher(sensor_msgs.msg.JointState, "joint_states", QoSProfile(depth=10))
         self.diag_pub = self.create_publisher(diagnostic_msgs.msg.DiagnosticArray, "/diagnostics", QoSProfile(depth=10))
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+    def _declare(self, name: str, default, description: str, *, read_only: bool = True, **descriptor):
+        return self.declare_parameter(
+            name, default, ParameterDescriptor(description=description, read_only=read_only, **descriptor)
+        ).value
+
+    def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        """Validate run-time changes and apply them at once; refuse with the reason otherwise."""
+        changes = {}
+        for p in params:
+            try:
+                changes[p.name] = self._check_parameter(p.name, p.value)
+            except (TypeError, ValueError) as exc:
+                return SetParametersResult(successful=False, reason=f"{p.name}: {exc}")
+        with self._lock:
+            for name, value in changes.items():
+                self._apply_parameter(name, value)
+        for p in params:
+            self.get_logger().info(f"{p.name} set to {p.value!r}")
+        return SetParametersResult(successful=True)
+
+    def _check_parameter(self, name: str, value):
+        """The value to apply for a dynamic parameter, or TypeError/ValueError with the reason."""
+        if name == "max_relative_target":
+            if isinstance(value, (bool, str)) or value is None:
+                raise TypeError("must be a number or a list of numbers (radians)")
+            return parse_max_relative_target(value, len(self.joint_names))
+        if name == "command_timeout":
+            return float(value)
+        if name == "on_shutdown":
+            return check_choice(value, SHUTDOWN_ACTIONS)
+        if name == "overload_recovery":
+            return check_choice(value, OVERLOAD_RECOVERY)
+        if name == "hold_goal_joints":
+            unknown = [n for n in value if n not in self.joint_names]
+            if unknown:
+                raise ValueError(f"unknown joint names {unknown} (known: {self.joint_names})")
+            return list(value)
+        return value  # rclpy refuses read_only parameters and wrong types before this callback
+
+    def _apply_parameter(self, name: str, value) -> None:
+        if name == "max_relative_target":
+            self.max_relative_target = value
+            if self.controller is not None:
+                self.controller.set_max_relative_target(value)
+        elif name == "command_timeout":
+            self.command_timeout = value
+            if self.controller is not None:
+                self.controller.command_timeout_ns = int(value * 1e9)
+        elif name == "hold_goal_joints":
+            self.hold_goal_joints = value
+            if self.controller is not None:
+                self.controller.set_keep_goal_on_hold(value)
+        elif name in ("on_shutdown", "overload_recovery"):
+            setattr(self, name, value)
 
     # -- bring-up -------------------------------------------------------------------------------------
     def _validate_parameters(self) -> None:
+        """The start-up values, through the same checks as run-time changes."""
         if self.mode not in ("real", "sim"):
             raise StartupError(f"mode must be 'real' or 'sim', not {self.mode!r}")
-        if self.on_shutdown not in ("disable_torque", "hold"):
-            raise StartupError(f"on_shutdown must be 'disable_torque' or 'hold', not {self.on_shutdown!r}")
         if len(self.joint_names) != len(self.motor_ids) or len(set(self.joint_names)) != len(self.joint_names):
             raise StartupError("joint_names and motor_ids must have the same length and unique names")
-        if self.publish_rate <= 0 or self.diagnostics_rate <= 0 or self.command_timeout <= 0:
-            raise StartupError("publish_rate, diagnostics_rate and command_timeout must be > 0")
-        try:
-            self.max_relative_target = parse_max_relative_target(self._max_rel_param, len(self.joint_names))
-        except (TypeError, ValueError) as exc:
-            raise StartupError(f"max_relative_target: {exc}") from exc
+        for name in ("max_relative_target", "command_timeout", "on_shutdown", "overload_recovery", "hold_goal_joints"):
+            try:
+                self._apply_parameter(name, self._check_parameter(name, self.get_parameter(name).value))
+            except (TypeError, ValueError) as exc:
+                raise StartupError(f"{name}: {exc}") from exc
 
     def start(self) -> None:
         """Calibration, bus, configuration, torque. Raises StartupError (nothing moved)."""
@@ -153,11 +239,13 @@ class So101Bridge(Node):
             self.ranges,
             max_relative_target=self.max_relative_target,
             command_timeout_ns=int(self.command_timeout * 1e9),
+            keep_goal_on_hold=self.hold_goal_joints,
         )
         self.connected = True
         self.create_subscription(sensor_msgs.msg.JointState, "joint_commands", self._on_command, QoSProfile(depth=10))
-        self.create_timer(1.0 / self.publish_rate, self._on_control_timer)
-        self.create_timer(1.0 / self.diagnostics_rate, self._on_diagnostics_timer)
+        self.create_service(std_srvs.srv.Trigger, "~/enable", self._on_enable)
+        self.create_timer(1.0 / self.publish_rate, self._on_control_timer, clock=self.steady)
+        self.create_timer(1.0 / self.diagnostics_rate, self._on_diagnostics_timer, clock=self.steady)
         log.info(
             f"SO-101 on {self.port}: torque on, holding position; calibration {self.cal_path or 'built-in example'}; "
             f"{self.publish_rate:.0f} Hz"
@@ -211,6 +299,7 @@ class So101Bridge(Node):
             cmd = validate_joint_command(msg.name, msg.position, self.joint_names)
             stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
             check_command_age(stamp_ns, self.get_clock().now().nanoseconds, int(self.command_timeout * 1e9))
+            first = self.controller.commands_accepted == 0
         except CommandRejected as exc:
             self.commands_rejected += 1
             self.get_logger().warn(f"rejected joint command, arm not moved: {exc}", throttle_duration_sec=1.0)
@@ -220,10 +309,14 @@ class So101Bridge(Node):
                 self.commands_rejected += 1
                 self.get_logger().warn("joint command before the first servo read: ignored", throttle_duration_sec=1.0)
                 return
-            self.controller.on_command(cmd.positions, self.get_clock().now().nanoseconds, self._last_present)
+            self.controller.on_command(cmd.positions, self.steady.now().nanoseconds, self._last_present)
+        if first:
+            self.get_logger().info(
+                f"first joint command accepted. Commands are a stream: after {self.command_timeout:g} s "
+                "without one the arm holds where it is (command_timeout)")
 
     def _on_control_timer(self) -> None:
-        now_ns = self.get_clock().now().nanoseconds
+        now_ns = self.steady.now().nanoseconds
         if not self.connected:
             self._try_reconnect(now_ns)
             return
@@ -253,7 +346,13 @@ class So101Bridge(Node):
             return
         with self._lock:
             self._last_present = present
-            result = self.controller.cycle(present, stamp.nanoseconds)
+            was = self.controller.state
+            result = self.controller.cycle(present, now_ns)
+        if result.state is WatchdogState.HOLDING and was is WatchdogState.ACTIVE:
+            kept = [n for n in self.hold_goal_joints if n in self.joint_names]
+            self.get_logger().info(
+                f"no joint command for {self.command_timeout:g} s: holding position"
+                + (f" ({', '.join(kept)} keeps its last goal)" if kept else ""))
         if result.goals is None:
             return
         if result.step_clamped:
@@ -274,7 +373,8 @@ class So101Bridge(Node):
     def _recover_motors(self, present) -> None:
         """Every motor just answered: re-enable those that lost torque (see the module docstring)."""
         assert self.bus is not None
-        due = motors_to_recover(self.bus.health)
+        self._note_trips()
+        due = motors_to_recover(self.bus.health, self.tripped)
         if not due:
             return
         far = {
@@ -319,6 +419,47 @@ class So101Bridge(Node):
             what = "answered again" if answered_again else "was limp (a cleared trip or a brief brown-out)"
             log.info(f"{who} {what}: torque re-enabled, holding at {held_rad:.3f} rad ({held} ticks)")
 
+    def _note_trips(self) -> None:
+        """With manual overload recovery, a motor that raised an alarm waits for ~/enable."""
+        if self.overload_recovery != "manual":
+            return
+        for name, health in self.bus.health.items():
+            if name not in self.tripped and alarm_active(health):
+                self.tripped.add(name)
+                self.get_logger().warn(
+                    f"motor {self.motors[name]} ({name}) reports an alarm "
+                    f"({describe_error_bits((health.status or 0) | health.error_bits)}); if its torque drops it "
+                    f"stays off until the alarm clears and an operator calls `ros2 service call "
+                    f"{self.get_fully_qualified_name()}/enable std_srvs/srv/Trigger`")
+
+    def _on_enable(self, _request, response):
+        """Operator action after a trip: re-enable tripped motors whose alarm has cleared, holding
+        where they stand."""
+        if not self.connected or self.bus is None:
+            response.success, response.message = False, "the servo bus is not connected"
+            return response
+        still = [n for n in sorted(self.tripped) if alarm_active(self.bus.health[n])]
+        if still:
+            response.success = False
+            response.message = f"alarm still active on {still}: let the servo cool down / free the joint first"
+            return response
+        done = []
+        for name in sorted(self.tripped):
+            try:
+                if not self.bus.refresh_torque(name):
+                    held = self.bus.recover_motor(name, gripper=self.gripper)
+                    with self._lock:
+                        self.controller.hold_joint(name, held)
+                done.append(name)
+            except BusError as exc:
+                response.success, response.message = False, f"re-enabling {name} failed: {exc}"
+                return response
+            self.tripped.discard(name)
+        response.success = True
+        response.message = f"torque on for {done}, holding where they stand" if done else "no motor was waiting"
+        self.get_logger().info(f"~/enable: {response.message}")
+        return response
+
     def _port_lost(self, exc: Exception, now_ns: int) -> None:
         self.connected = False
         self.fault = str(exc)
@@ -359,7 +500,7 @@ class So101Bridge(Node):
             try:
                 self.bus.read_diagnostics()
             except BusPortError as exc:
-                self._port_lost(exc, self.get_clock().now().nanoseconds)
+                self._port_lost(exc, self.steady.now().nanoseconds)
             except BusError:
                 pass  # read_diagnostics already isolates failing motors; counters show it
         hw = f"so101:{self.port}"
@@ -379,6 +520,8 @@ class So101Bridge(Node):
                     "goals_range_clamped": self.goals_clamped,
                     "goals_step_clamped": self.goals_step_clamped,
                     "motor_recoveries": sum(h.recoveries for h in self.bus.health.values()),
+                    "awaiting_enable": ", ".join(sorted(self.tripped)) or "none",
+                    "hold_goal_joints": ", ".join(self.hold_goal_joints) or "none",
                     "calibration": self.cal_path or "built-in example",
                 },
             )
@@ -399,7 +542,7 @@ class So101Bridge(Node):
                     self.get_logger().info("torque disabled (on_shutdown=disable_torque): the arm is limp")
                 else:
                     present = self.bus.read_positions()
-                    self.bus.write_goals(dict(zip(self.joint_names, units.ticks_to_goal(present).tolist())))
+                    self.bus.write_goals(self.controller.target_goals(present))
                     self.get_logger().info("holding position with torque on (on_shutdown=hold)")
             except BusError as exc:
                 self.get_logger().error(f"shutdown torque handling failed: {exc}")

@@ -58,3 +58,33 @@ def start_node(tmp_path):
     yield start
     for proc in procs:
         proc.stop()
+
+
+@pytest.fixture
+def arm(listener):
+    from helpers_bridge import Arm
+
+    return Arm(listener)
+
+
+@pytest.fixture
+def standalone_sim(tmp_path):
+    """sim_servo_bus as its own process, so the servos outlive the bridge and can be inspected."""
+    procs = []
+
+    def start(*extra: str, calibration: str | None = None, link: str | None = None):
+        link = link or tmp_path / f"arm{len(procs)}"
+        cmd = [sys.executable, "-m", "gemma3nvla_ros.hardware.sim_bus", "--link", str(link), "--exit-on-stdin-eof"]
+        if calibration:
+            cmd += ["--calibration", calibration]
+        proc = subprocess.Popen([*cmd, *extra], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        procs.append(proc)
+        assert proc.stdout.readline().strip() == str(link)
+        return str(link)
+
+    start.procs = procs
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.stdin.close()
+            proc.wait(timeout=10)

@@ -3,94 +3,28 @@ from __future__ import annotations
 
 import json
 import math
-import select
 import signal
-import subprocess
-import sys
 
 import pytest
-import scservo_sdk as scs
 
 from gemma3nvla_ros.hardware.calibration import EXAMPLE_CALIBRATION
 
-from helpers_ros import REPO, spin_for, spin_until
-
-BRIDGE = "gemma3nvla_ros.nodes.so101_bridge"
-NAMES = list(EXAMPLE_CALIBRATION)
-EXAMPLE_FILE = str(REPO / "config" / "calibration" / "so101_follower_example.json")
-
-
-class Arm:
-    """Listener side: latest joint state by name, diagnostics, a command publisher."""
-
-    def __init__(self, node):
-        import diagnostic_msgs.msg
-        import sensor_msgs.msg
-        from rclpy.qos import QoSProfile
-
-        self.node, self.states, self.diags = node, [], []
-        self._msg = sensor_msgs.msg.JointState
-        node.create_subscription(sensor_msgs.msg.JointState, "joint_states", self.states.append, QoSProfile(depth=50))
-        node.create_subscription(diagnostic_msgs.msg.DiagnosticArray, "/diagnostics", self.diags.append, QoSProfile(depth=50))
-        self.pub = node.create_publisher(sensor_msgs.msg.JointState, "joint_commands", QoSProfile(depth=10))
-
-    def positions(self) -> dict[str, float]:
-        last = self.states[-1]
-        return dict(zip(last.name, last.position))
-
-    def command(self, names, positions, age_s: float | None = None):
-        """Publish a command; ``age_s`` stamps it that many seconds in the past (None: unstamped)."""
-        msg = self._msg()
-        msg.name = list(names)
-        msg.position = [float(p) for p in positions]
-        if age_s is not None:
-            stamp_ns = self.node.get_clock().now().nanoseconds - int(age_s * 1e9)
-            msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
-        self.pub.publish(msg)
-
-    def bus_value(self, key: str) -> str | None:
-        for array in reversed(self.diags):
-            for status in array.status:
-                if status.name.endswith("servo bus"):
-                    return {kv.key: kv.value for kv in status.values}.get(key)
-        return None
-
-    def motor_status(self, name: str):
-        for array in reversed(self.diags):
-            for status in array.status:
-                if f"motor {name} " in status.name:
-                    return status
-        return None
-
-    def motor_level(self, name: str) -> int | None:
-        status = self.motor_status(name)
-        return None if status is None else status.level[0]
-
-    def motor_value(self, name: str, key: str) -> str | None:
-        status = self.motor_status(name)
-        return None if status is None else {kv.key: kv.value for kv in status.values}.get(key)
-
-    def max_excursion(self, since: int, reference: dict[str, float]) -> dict[str, float]:
-        """Largest distance from ``reference`` per joint over the states received from index ``since``."""
-        return {
-            n: max(abs(dict(zip(s.name, s.position))[n] - v) for s in self.states[since:])
-            for n, v in reference.items()
-        }
-
-
-@pytest.fixture
-def arm(listener):
-    return Arm(listener)
-
-
-def _wait_states(ros, arm, proc):
-    ok = spin_until(ros, arm.node, lambda: len(arm.states) >= 5, 30.0)
-    assert ok, f"no joint_states from the bridge:\n{proc.output}"
+from helpers_bridge import (
+    BRIDGE,
+    EXAMPLE_FILE,
+    NAMES,
+    call_enable,
+    registers,
+    sim_command,
+    torque,
+    wait_states,
+)
+from helpers_ros import spin_for, spin_until
 
 
 def test_joint_states_follow_commands(ros, arm, start_node):
     proc = start_node(BRIDGE, "-p", "mode:=sim", "-p", "max_relative_target:=0.05", name="bridge")
-    _wait_states(ros, arm, proc)
+    wait_states(ros, arm, proc)
     first = arm.states[-1]
     assert list(first.name) == NAMES and len(first.position) == 6
     assert all(abs(p) < 0.01 for p in first.position)  # the sim rests mid-range = 0 rad
@@ -112,7 +46,7 @@ def test_joint_states_follow_commands(ros, arm, start_node):
 
 def test_bad_commands_never_move_the_arm(ros, arm, start_node):
     proc = start_node(BRIDGE, "-p", "mode:=sim", "-p", "diagnostics_rate:=5.0", name="bridge")
-    _wait_states(ros, arm, proc)
+    wait_states(ros, arm, proc)
     before = arm.positions()
     bad = [
         (["elbow_flex"], [math.nan]),
@@ -128,6 +62,9 @@ def test_bad_commands_never_move_the_arm(ros, arm, start_node):
     spin_for(ros, arm.node, 1.2)  # past the warning's 1 s throttle, so the stale one is logged too
     bad.append((["elbow_flex"], [0.5]))  # well formed but stamped 5 s ago: stale
     arm.command(["elbow_flex"], [0.5], age_s=5.0)
+    spin_for(ros, arm.node, 1.2)
+    bad.append((["elbow_flex"], [0.5]))  # stamped an hour ahead: a sender with a wrong clock
+    arm.command(["elbow_flex"], [0.5], age_s=-3600.0)
     spin_for(ros, arm.node, 1.0)
     after = arm.positions()
     assert all(abs(after[n] - before[n]) < 0.005 for n in NAMES), (before, after)
@@ -135,6 +72,7 @@ def test_bad_commands_never_move_the_arm(ros, arm, start_node):
     assert arm.bus_value("commands_accepted") == "0"
     assert "rejected joint command, arm not moved" in proc.output
     assert "command is stale" in proc.output
+    assert "in the future" in proc.output
 
 
 def test_watchdog_holds_when_commands_stop(ros, arm, start_node):
@@ -142,7 +80,7 @@ def test_watchdog_holds_when_commands_stop(ros, arm, start_node):
         BRIDGE, "-p", "mode:=sim", "-p", "command_timeout:=0.3", "-p", "max_relative_target:=0.01",
         "-p", "diagnostics_rate:=5.0", name="bridge",
     )
-    _wait_states(ros, arm, proc)
+    wait_states(ros, arm, proc)
     # A far target approached at <= 0.01 rad per 100 Hz cycle: commands stop long before it is reached.
     spin_for(ros, arm.node, 0.5, each=lambda: arm.command(["shoulder_pan"], [1.2]))
     moving = arm.positions()["shoulder_pan"]
@@ -155,69 +93,30 @@ def test_watchdog_holds_when_commands_stop(ros, arm, start_node):
     assert spin_until(ros, arm.node, lambda: arm.bus_value("watchdog") == "holding", 5.0)
 
 
-@pytest.fixture
-def standalone_sim(tmp_path):
-    """sim_servo_bus as its own process, so the servos outlive the bridge and can be inspected."""
-    procs = []
-
-    def start(*extra: str, calibration: str | None = None, link: str | None = None):
-        link = link or tmp_path / f"arm{len(procs)}"
-        cmd = [sys.executable, "-m", "gemma3nvla_ros.hardware.sim_bus", "--link", str(link), "--exit-on-stdin-eof"]
-        if calibration:
-            cmd += ["--calibration", calibration]
-        proc = subprocess.Popen([*cmd, *extra], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        procs.append(proc)
-        assert proc.stdout.readline().strip() == str(link)
-        return str(link)
-
-    start.procs = procs
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.stdin.close()
-            proc.wait(timeout=10)
-
-
-def sim_command(proc: subprocess.Popen, line: str) -> None:
-    """A servo command to a standalone simulator (sim_bus.apply_command), applied once acknowledged."""
-    proc.stdin.write(line + "\n")
-    proc.stdin.flush()
-    assert select.select([proc.stdout], [], [], 10.0)[0], f"simulator did not acknowledge {line!r}"
-    assert proc.stdout.readline().strip() == f"ok {line}"
-
-
-def _registers(port: str, address: int, size: int = 2) -> list[int]:
-    ph = scs.PortHandler(port)
-    assert ph.openPort()
-    pk = scs.PacketHandler(0)
-    read = pk.read2ByteTxRx if size == 2 else pk.read1ByteTxRx
-    values = [read(ph, i, address)[0] for i in range(1, 7)]
-    ph.closePort()
-    return values
-
-
-def _torque(port: str) -> list[int]:
-    return _registers(port, 40, size=1)
-
-
 @pytest.mark.parametrize(
     "on_shutdown,sig,expected",
-    [("disable_torque", signal.SIGINT, [0] * 6), ("disable_torque", signal.SIGTERM, [0] * 6), ("hold", signal.SIGINT, [1] * 6)],
+    [
+        ("disable_torque", signal.SIGINT, [0] * 6),
+        ("disable_torque", signal.SIGTERM, [0] * 6),
+        ("disable_torque", signal.SIGHUP, [0] * 6),  # the terminal closed / ssh dropped
+        ("disable_torque", signal.SIGQUIT, [0] * 6),
+        ("hold", signal.SIGINT, [1] * 6),
+    ],
 )
 def test_shutdown_torque_handling(ros, arm, start_node, standalone_sim, on_shutdown, sig, expected):
     port = standalone_sim()
-    assert _torque(port) == [0] * 6
+    assert torque(port) == [0] * 6
     proc = start_node(
         BRIDGE, "-p", f"port:={port}", "-p", f"calibration_file:={EXAMPLE_FILE}", "-p", f"on_shutdown:={on_shutdown}",
         name="bridge",
     )
-    _wait_states(ros, arm, proc)
+    wait_states(ros, arm, proc)
     # (No bus reads from here while the bridge runs: two openers of one serial port steal each
     # other's replies, on a pty as on a real adapter.)
     assert proc.stop(sig=sig) == 0, proc.output
-    assert _torque(port) == expected, proc.output
+    assert torque(port) == expected, proc.output
     if on_shutdown == "hold":  # held where it was: goal == present, nothing left to move to
-        goals, present = _registers(port, 42), _registers(port, 56)
+        goals, present = registers(port, 42), registers(port, 56)
         assert all(abs(g - p) <= 1 for g, p in zip(goals, present)), (goals, present)
 
 
@@ -241,7 +140,7 @@ def test_mismatched_calibration_refuses_to_move(start_node, standalone_sim, tmp_
     out = proc.output
     assert "does not match the servo memory" in out and "wrist_flex.homing_offset: file 64, servo 164" in out
     assert f"--robot.port={port} --robot.id=arm7" in out and "Refusing to move" in out
-    assert _torque(port) == [0] * 6  # nothing was enabled
+    assert torque(port) == [0] * 6  # nothing was enabled
 
 
 def test_write_calibration_to_motors_fixes_mismatch(ros, arm, start_node, standalone_sim, tmp_path):
@@ -254,10 +153,10 @@ def test_write_calibration_to_motors_fixes_mismatch(ros, arm, start_node, standa
         BRIDGE, "-p", f"port:={port}", "-p", f"calibration_file:={EXAMPLE_FILE}", "-p", "write_calibration_to_motors:=true",
         name="bridge",
     )
-    _wait_states(ros, arm, proc)
+    wait_states(ros, arm, proc)
     assert "writing calibration" in proc.output and "gripper.range_max" in proc.output
     assert proc.stop() == 0
-    assert _registers(port, 11)[5] == EXAMPLE_CALIBRATION["gripper"]["range_max"]
+    assert registers(port, 11)[5] == EXAMPLE_CALIBRATION["gripper"]["range_max"]
 
 
 def test_missing_motor_at_start_is_named(start_node):
@@ -271,7 +170,7 @@ def test_bus_faults_are_retried_counted_and_reported(ros, arm, start_node):
         BRIDGE, "-p", "mode:=sim", "-p", "sim_args:=--drop-probability 0.03 --corrupt-probability 0.03 --seed 3",
         "-p", "bus_timeout_ms:=10.0", "-p", "bus_retries:=3", "-p", "diagnostics_rate:=5.0", name="bridge",
     )
-    _wait_states(ros, arm, proc)
+    wait_states(ros, arm, proc)
     assert spin_until(
         ros, arm.node,
         lambda: int(arm.bus_value("no_reply") or 0) > 0 and int(arm.bus_value("bad_checksum") or 0) > 0,
@@ -293,7 +192,7 @@ def test_motor_dying_at_runtime_is_reported_and_recovers(ros, arm, start_node):
         BRIDGE, "-p", "mode:=sim", "-p", "sim_args:=--dead-between 3:4.0:7.0", "-p", "bus_timeout_ms:=10.0",
         "-p", "diagnostics_rate:=5.0", name="bridge",
     )
-    _wait_states(ros, arm, proc)
+    wait_states(ros, arm, proc)
     since, before = len(arm.states), arm.positions()
 
     assert spin_until(ros, arm.node, lambda: arm.motor_level("elbow_flex") == 2, 20.0), proc.output
@@ -322,7 +221,7 @@ def test_brown_out_while_commanded_holds_where_the_joint_fell(ros, arm, start_no
         BRIDGE, "-p", f"port:={port}", "-p", f"calibration_file:={EXAMPLE_FILE}", "-p", "max_relative_target:=0.05",
         "-p", "diagnostics_rate:=5.0", name="bridge",
     )
-    _wait_states(ros, arm, proc)
+    wait_states(ros, arm, proc)
     target = {"elbow_flex": 0.3, "gripper": 0.0}
     assert spin_until(
         ros, arm.node,
@@ -357,7 +256,7 @@ def test_motor_that_only_missed_replies_is_not_reset(ros, arm, start_node, stand
         BRIDGE, "-p", f"port:={port}", "-p", f"calibration_file:={EXAMPLE_FILE}", "-p", "diagnostics_rate:=5.0",
         name="bridge",
     )
-    _wait_states(ros, arm, proc)
+    wait_states(ros, arm, proc)
     sim_command(sim, "dead 5 1")
     assert spin_until(ros, arm.node, lambda: arm.motor_level("wrist_roll") == 2, 10.0), proc.output
     sim_command(sim, "dead 5 0")
@@ -377,7 +276,7 @@ def test_motor_back_far_outside_its_range_stays_limp(ros, arm, start_node, stand
         BRIDGE, "-p", f"port:={port}", "-p", f"calibration_file:={EXAMPLE_FILE}", "-p", "diagnostics_rate:=5.0",
         name="bridge",
     )
-    _wait_states(ros, arm, proc)
+    wait_states(ros, arm, proc)
     low = EXAMPLE_CALIBRATION["wrist_flex"]["range_min"]
     sim_command(sim, "power-off 4")
     spin_for(ros, arm.node, 0.3)  # silent for a while: reads fail
@@ -393,19 +292,42 @@ def test_motor_back_far_outside_its_range_stays_limp(ros, arm, start_node, stand
     assert "motor 4 (wrist_flex) answered again: torque re-enabled" in proc.output
 
 
-def test_torque_trip_is_re_enabled_once_its_alarm_clears(ros, arm, start_node, standalone_sim):
-    """An overload trip switches torque off by itself while the motor keeps answering: limp and an ERROR
-    while the alarm lasts (re-enabling would be switched straight off again), re-enabled where it
-    stands once the alarm clears."""
+def test_torque_trip_waits_for_the_operator_once_its_alarm_clears(ros, arm, start_node, standalone_sim):
+    """An overload trip (often a collision) switches torque off by itself while the motor keeps
+    answering: limp and an ERROR while the alarm lasts, and — by default — still limp after it clears,
+    until an operator calls ~/enable; then re-enabled where it stands."""
     port = standalone_sim()
     sim = standalone_sim.procs[-1]
     proc = start_node(
         BRIDGE, "-p", f"port:={port}", "-p", f"calibration_file:={EXAMPLE_FILE}", "-p", "diagnostics_rate:=5.0",
         name="bridge",
     )
-    _wait_states(ros, arm, proc)
+    wait_states(ros, arm, proc)
     assert spin_until(ros, arm.node, lambda: arm.motor_value("shoulder_lift", "torque") == "on", 10.0)
     sim_command(sim, "alarm 2 32")  # overload: in Unloading_Condition, torque off
+    assert spin_until(ros, arm.node, lambda: arm.motor_value("shoulder_lift", "torque") == "off", 10.0), proc.output
+    refused = call_enable(ros, arm.node)
+    assert not refused.success and "alarm still active on ['shoulder_lift']" in refused.message
+    sim_command(sim, "alarm 2 0")
+    spin_for(ros, arm.node, 1.5)  # alarm gone: an automatic recovery would have happened by now
+    assert arm.motor_value("shoulder_lift", "torque") == "off" and arm.motor_level("shoulder_lift") == 2
+    assert arm.bus_value("awaiting_enable") == "shoulder_lift"
+    assert "torque re-enabled" not in proc.output
+    reply = call_enable(ros, arm.node)
+    assert reply.success and "shoulder_lift" in reply.message, reply.message
+    assert spin_until(ros, arm.node, lambda: arm.motor_level("shoulder_lift") == 0, 10.0), proc.output
+    assert arm.motor_value("shoulder_lift", "torque") == "on" and arm.bus_value("awaiting_enable") == "none"
+
+
+def test_torque_trip_is_re_enabled_by_itself_with_auto_recovery(ros, arm, start_node, standalone_sim):
+    port = standalone_sim()
+    sim = standalone_sim.procs[-1]
+    proc = start_node(
+        BRIDGE, "-p", f"port:={port}", "-p", f"calibration_file:={EXAMPLE_FILE}", "-p", "diagnostics_rate:=5.0",
+        "-p", "overload_recovery:=auto", name="bridge",
+    )
+    wait_states(ros, arm, proc)
+    sim_command(sim, "alarm 2 32")
     assert spin_until(ros, arm.node, lambda: arm.motor_value("shoulder_lift", "torque") == "off", 10.0), proc.output
     spin_for(ros, arm.node, 1.0)
     assert arm.motor_level("shoulder_lift") == 2 and "torque re-enabled" not in proc.output
@@ -423,7 +345,7 @@ def test_port_loss_reconnects_and_holds(ros, arm, start_node, standalone_sim, tm
         BRIDGE, "-p", f"port:={link}", "-p", f"calibration_file:={EXAMPLE_FILE}", "-p", "diagnostics_rate:=5.0",
         name="bridge",
     )
-    _wait_states(ros, arm, proc)
+    wait_states(ros, arm, proc)
     first = standalone_sim.procs[0]
     first.stdin.close()
     first.wait(timeout=10)
@@ -447,10 +369,10 @@ def test_port_loss_reconnects_and_holds(ros, arm, start_node, standalone_sim, tm
     assert max(arm.max_excursion(n, {k: 0.0 for k in NAMES}).values()) < 0.01, proc.output
     assert spin_until(ros, arm.node, lambda: all(arm.motor_value(k, "torque") == "on" for k in NAMES), 5.0)
     assert proc.stop() == 0
-    assert _registers(link, 41, size=1) == [254] * 6  # RAM configuration re-applied after the power-up
+    assert registers(link, 41, size=1) == [254] * 6  # RAM configuration re-applied after the power-up
 
 
-def test_joint_far_outside_the_calibrated_range_refuses_to_enable_torque(start_node, standalone_sim, tmp_path):
+def test_joint_far_outside_the_calibrated_range_refuses_to_enabletorque(start_node, standalone_sim, tmp_path):
     """The servo firmware clamps Goal_Position to its limits: enabling torque (goal := present) with a
     joint resting far outside [range_min, range_max] would drive it to the limit at full speed — a
     start-up jump. The bridge must refuse, say which joint and what to do, and leave torque off."""
@@ -465,5 +387,5 @@ def test_joint_far_outside_the_calibrated_range_refuses_to_enable_torque(start_n
     )
     assert proc.wait_exit() == 2, proc.output
     assert "wrist_flex" in proc.output and "outside the calibrated range" in proc.output
-    assert _torque(port) == [0] * 6
-    assert abs(_registers(port, 56)[3] - 2025) <= 2  # it did not move
+    assert torque(port) == [0] * 6
+    assert abs(registers(port, 56)[3] - 2025) <= 2  # it did not move

@@ -8,8 +8,8 @@ import pytest
 
 from gemma3nvla_ros.control import units
 from gemma3nvla_ros.hardware.calibration import EXAMPLE_CALIBRATION, SO101_MOTORS
-from gemma3nvla_ros.hardware.commands import CommandRejected, check_command_age, validate_joint_command
-from gemma3nvla_ros.hardware.safety import ArmGoalController, WatchdogState, parse_max_relative_target
+from gemma3nvla_ros.control.commands import CommandRejected, check_command_age, validate_joint_command
+from gemma3nvla_ros.control.safety import ArmGoalController, WatchdogState, parse_max_relative_target
 
 NAMES = list(SO101_MOTORS)
 RANGES = units.JointRanges.from_calibration(EXAMPLE_CALIBRATION, NAMES)
@@ -121,7 +121,7 @@ def test_reset_goes_idle():
 
 
 def test_joints_outside_range_before_torque_on():
-    from gemma3nvla_ros.hardware.safety import joints_outside_range
+    from gemma3nvla_ros.control.safety import joints_outside_range
 
     ranges = units.JointRanges.from_calibration(EXAMPLE_CALIBRATION)
     present = ranges.mid.copy()
@@ -134,7 +134,7 @@ def test_joints_outside_range_before_torque_on():
 
 def test_motors_to_recover():
     from gemma3nvla_ros.hardware.feetech_bus import MotorHealth
-    from gemma3nvla_ros.hardware.safety import motors_to_recover
+    from gemma3nvla_ros.control.safety import motors_to_recover
     from gemma3nvla_ros.hardware.scs_protocol import ERRBIT_OVERLOAD
 
     health = {n: MotorHealth(n, i, torque_enabled=True) for n, i in SO101_MOTORS.items()}
@@ -182,3 +182,40 @@ def test_stale_commands_are_rejected_fresh_and_unstamped_ones_taken() -> None:
     check_command_age(now + 50_000_000, now, timeout)  # sender's clock slightly ahead: not stale
     with pytest.raises(CommandRejected, match=r"stale: stamped 2\.000 s ago, more than command_timeout 0\.500 s"):
         check_command_age(now - 2 * 10**9, now, timeout)
+
+
+def test_commands_stamped_far_in_the_future_are_rejected() -> None:
+    now, timeout = 100 * 10**9, 500_000_000
+    check_command_age(now + 400_000_000, now, timeout)  # a little ahead (clock skew): taken
+    with pytest.raises(CommandRejected, match=r"stamped 3600\.000 s in the future"):
+        check_command_age(now + 3600 * 10**9, now, timeout)
+
+
+def test_watchdog_keeps_the_grippers_goal_and_latches_the_rest():
+    """A gripper squeezing an object stands short of its target; latching it to present would open it."""
+    ctl = _controller(timeout_ms=200)
+    ctl.set_keep_goal_on_hold(["gripper"])
+    g, e = NAMES.index("gripper"), NAMES.index("elbow_flex")
+    present = RANGES.mid.copy()
+    ctl.on_command({"gripper": 0.3, "elbow_flex": 0.3}, 0, present)
+    squeezing = present.copy()
+    squeezing[g] += 40  # stopped by the object, 0.3 rad (~170 ticks) not reached
+    squeezing[e] += 60
+    result = ctl.cycle(squeezing, 250 * MS)
+    assert result.state is WatchdogState.HOLDING
+    assert result.goals[e] == round(squeezing[e])  # the arm stops where it is
+    assert result.goals[g] > squeezing[g] + 20  # the gripper still pulls towards its goal
+    assert ctl.target_goals(squeezing)[NAMES[g]] == result.goals[g]  # on_shutdown=hold keeps it too
+    assert ctl.target_goals(squeezing)[NAMES[e]] == round(squeezing[e])
+    with pytest.raises(ValueError, match="unknown joint names"):
+        ctl.set_keep_goal_on_hold(["grip"])
+
+
+def test_motors_that_tripped_wait_for_the_operator():
+    from gemma3nvla_ros.control.safety import motors_to_recover
+    from gemma3nvla_ros.hardware.feetech_bus import MotorHealth
+
+    health = {n: MotorHealth(n, i, torque_enabled=True) for n, i in SO101_MOTORS.items()}
+    health["wrist_flex"].torque_enabled = False  # alarm cleared, torque still off
+    assert motors_to_recover(health) == ["wrist_flex"]
+    assert motors_to_recover(health, tripped={"wrist_flex"}) == []

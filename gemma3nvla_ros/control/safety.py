@@ -5,7 +5,11 @@ States: IDLE (no command yet: servos hold the goal = present written when torque
 (fresh commands: one goal per cycle, stepping towards the target), HOLDING (commands stopped for
 longer than ``command_timeout``: the present position is latched once as the goal and kept — the arm
 stops where it is, and the latched goal is not re-read each cycle, so a joint sagging under load does
-not ratchet down).  Times are node-clock nanoseconds, so use_sim_time drives it too.
+not ratchet down). Joints in ``keep_goal_on_hold`` (the gripper by default) latch their last commanded
+target instead: a gripper squeezing an object holds it through its position error, and latching it to
+where it stands would open the grip and drop the object. Times are steady-clock nanoseconds (the
+hardware loop's clock, as in ros2_control): a ROS clock that jumps back or stops cannot keep a stale
+target alive or freeze the latch.
 
 Motor recovery (:func:`motors_to_recover`, :meth:`ArmGoalController.hold_joint`): a motor that failed
 to answer, or reads torque off while the bridge holds, is brought back holding where it now is. Only
@@ -21,7 +25,7 @@ and ``max_relative_target`` apply relative to its new present). A port loss stil
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -32,6 +36,16 @@ from gemma3nvla_ros.control import units
 
 if TYPE_CHECKING:
     from gemma3nvla_ros.hardware.feetech_bus import MotorHealth
+
+
+SHUTDOWN_ACTIONS = ("disable_torque", "hold")
+OVERLOAD_RECOVERY = ("manual", "auto")
+
+
+def check_choice(value: str, choices: Sequence[str]) -> str:
+    if value not in choices:
+        raise ValueError(f"must be one of {list(choices)}, not {value!r}")
+    return value
 
 
 class WatchdogState(str, enum.Enum):
@@ -78,16 +92,23 @@ def joints_outside_range(
     ]
 
 
-def motors_to_recover(health: Mapping[str, "MotorHealth"]) -> list[str]:
+def alarm_active(health: "MotorHealth") -> bool:
+    """The servo reports an alarm (overload, overheat, voltage, ...) in its status or error bits."""
+    return bool((health.status or 0) | health.error_bits)
+
+
+def motors_to_recover(health: Mapping[str, "MotorHealth"], tripped: Collection[str] = ()) -> list[str]:
     """Motors whose torque must be re-enabled, given that every motor just answered a read: those
     marked ``unreachable`` (a transaction failed after its retries: maybe a brown-out, after which the
-    servo is limp with its RAM reset), and those read with torque off while no alarm is reported (an
-    overload trip that has cleared). A motor whose alarm is still active is left limp: the firmware
-    would switch torque straight off again, and an overheating servo should cool down."""
+    servo is limp with its RAM reset), and those read with torque off while no alarm is reported (a
+    cleared trip, or a brown-out between two reads). A motor whose alarm is still active is left limp:
+    the firmware would switch torque straight off again, and an overheating servo should cool down.
+    ``tripped`` motors (an alarm was seen on them, often a collision) wait for an operator instead."""
     due = []
     for name, h in health.items():
-        alarm = (h.status or 0) | h.error_bits
-        if h.unreachable or (h.torque_enabled is False and not alarm):
+        if name in tripped:
+            continue
+        if h.unreachable or (h.torque_enabled is False and not alarm_active(h)):
             due.append(name)
     return due
 
@@ -99,17 +120,40 @@ class ArmGoalController:
         *,
         max_relative_target: NDArray[np.float64] | None,
         command_timeout_ns: int,
+        keep_goal_on_hold: Sequence[str] = (),
     ) -> None:
         self.ranges = ranges
         self.names = list(ranges.names)
-        self.max_step_ticks = (
-            None if max_relative_target is None else np.asarray(max_relative_target) / units.RAD_PER_TICK
-        )
+        self.set_max_relative_target(max_relative_target)
         self.command_timeout_ns = int(command_timeout_ns)
+        self.set_keep_goal_on_hold(keep_goal_on_hold)
         self.state = WatchdogState.IDLE
         self._target: NDArray[np.float64] | None = None  # ticks
         self._last_command_ns: int | None = None
         self.commands_accepted = 0
+
+    def set_max_relative_target(self, max_relative_target: NDArray[np.float64] | None) -> None:
+        """Radians per joint (``parse_max_relative_target``'s result); None disables the step clamp."""
+        self.max_step_ticks = (
+            None if max_relative_target is None else np.asarray(max_relative_target) / units.RAD_PER_TICK
+        )
+
+    def set_keep_goal_on_hold(self, names: Sequence[str]) -> None:
+        unknown = [n for n in names if n not in self.names]
+        if unknown:
+            raise ValueError(f"unknown joint names {unknown} (known: {self.names})")
+        self._keep = np.array([n in names for n in self.names])
+
+    def target_goals(self, present_ticks: NDArray[np.float64]) -> dict[str, int]:
+        """Goal per joint that keeps its commanded target when the arm is to hold (``on_shutdown:
+        hold``): its current goal for joints in ``keep_goal_on_hold`` that have a target, the present
+        position for every other joint."""
+        present = np.asarray(present_ticks, dtype=np.float64)
+        held = present.copy()
+        if self._target is not None:
+            held[self._keep] = self._target[self._keep]
+        goals = units.ticks_to_goal(self._step(self._clip_range(held), present))
+        return dict(zip(self.names, goals.tolist()))
 
     def reset(self) -> None:
         """Forget commands (after torque was re-enabled / reconnect): back to IDLE."""
@@ -144,23 +188,27 @@ class ArmGoalController:
         present = np.asarray(present_ticks, dtype=np.float64)
         if self.state is WatchdogState.ACTIVE and self._last_command_ns is not None:
             if now_ns - self._last_command_ns > self.command_timeout_ns:
-                # Commands stopped: latch where the arm is now and stop there.
+                # Commands stopped: latch where the arm is now and stop there (kept joints: their target).
                 self.state = WatchdogState.HOLDING
-                self._target = present.copy()
-                goals = units.ticks_to_goal(self._clip_range(present))
+                latched = present.copy()
+                if self._target is not None:
+                    latched[self._keep] = self._target[self._keep]
+                self._target = latched
+                goals = units.ticks_to_goal(self._step(self._clip_range(latched), present))
                 return CycleResult(goals, [], [], self.state)
         if self.state is not WatchdogState.ACTIVE or self._target is None:
             return CycleResult(None, [], [], self.state)
         clipped = self._clip_range(self._target)
         range_clamped = [n for n, a, b in zip(self.names, clipped, self._target) if a != b]
-        goal = clipped
-        step_clamped: list[str] = []
-        if self.max_step_ticks is not None:
-            lo, hi = present - self.max_step_ticks, present + self.max_step_ticks
-            stepped = np.clip(goal, lo, hi)
-            step_clamped = [n for n, a, b in zip(self.names, stepped, goal) if abs(a - b) > 1e-9]
-            goal = self._clip_range(stepped)
+        goal = self._step(clipped, present)
+        step_clamped = [n for n, a, b in zip(self.names, goal, clipped) if abs(a - b) > 1e-9]
         return CycleResult(units.ticks_to_goal(goal), range_clamped, step_clamped, self.state)
+
+    def _step(self, goal: NDArray[np.float64], present: NDArray[np.float64]) -> NDArray[np.float64]:
+        """The per-step clamp relative to the present position (then the range again)."""
+        if self.max_step_ticks is None:
+            return goal
+        return self._clip_range(np.clip(goal, present - self.max_step_ticks, present + self.max_step_ticks))
 
     def _clip_range(self, ticks: NDArray[np.float64]) -> NDArray[np.float64]:
         return np.clip(ticks, self.ranges.range_min, self.ranges.range_max)

@@ -6,7 +6,9 @@ mismatch, duplicate or unknown names, NaN or inf. Rejecting the whole message (r
 good part) keeps a half-understood command from moving some joints and not others.
 Velocity and effort fields are ignored (position control only).
 A stamped command older than the command timeout is stale (a replayed bag, a message stuck in a queue)
-and rejected too; an unstamped one (stamp 0, e.g. typed by hand) is taken as current.
+and rejected too, and so is one stamped further than that in the future (a sender whose clock is off:
+its commands would otherwise count as fresh for as long as the offset); an unstamped one (stamp 0, e.g.
+typed by hand) is taken as current.
 """
 from __future__ import annotations
 
@@ -49,12 +51,17 @@ def validate_joint_command(
 
 
 def check_command_age(stamp_ns: int, now_ns: int, max_age_ns: int) -> None:
-    """Reject a command stamped more than ``max_age_ns`` before ``now_ns`` (both on the node clock)."""
+    """Reject a command stamped more than ``max_age_ns`` before or after ``now_ns`` (both ROS time)."""
     if stamp_ns == 0:
         return
     age_ns = now_ns - stamp_ns
     if age_ns > max_age_ns:
         raise CommandRejected(
             f"command is stale: stamped {age_ns / 1e9:.3f} s ago, more than command_timeout "
+            f"{max_age_ns / 1e9:.3f} s (check the sender's clock, or use_sim_time on both sides)"
+        )
+    if -age_ns > max_age_ns:
+        raise CommandRejected(
+            f"command is stamped {-age_ns / 1e9:.3f} s in the future, more than command_timeout "
             f"{max_age_ns / 1e9:.3f} s (check the sender's clock, or use_sim_time on both sides)"
         )

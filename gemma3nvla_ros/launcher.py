@@ -1,7 +1,11 @@
 """The non-ROS launcher: each node of a graph as its own process, like ``ros2 launch``.
 
-Logs are prefixed with the node name; Ctrl-C / SIGTERM stop every node (SIGINT, then SIGTERM, then
-SIGKILL after grace periods); a required node that exits stops the launch with a non-zero status.
+Logs are prefixed with the node name; Ctrl-C, SIGTERM, SIGHUP (terminal closed) and SIGQUIT stop every
+node (SIGINT, then SIGTERM, then SIGKILL after grace periods); a required node that exits stops the
+launch with a non-zero status. A node that exits with status 2 said it cannot start as configured and
+is not respawned; other respawns back off (the delay doubles per quick crash) and give up after
+``RESPAWN_LIMIT`` crashes in a row. If the launcher itself is killed (SIGKILL), each node notices that
+its parent is gone and stops on its own (``nodes.run``).
 """
 from __future__ import annotations
 
@@ -21,6 +25,11 @@ from gemma3nvla_ros.launch_graph import Graph, NodeSpec
 
 SIGINT_GRACE_S = 10.0
 SIGTERM_GRACE_S = 5.0
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+CANNOT_START = 2  # nodes.run.STARTUP_FAILED: respawning cannot help
+RESPAWN_LIMIT = 5  # crashes in a row before giving up
+RESPAWN_BACKOFF_MAX_S = 30.0
+STABLE_RUN_S = 30.0  # a node that ran this long before exiting starts its backoff afresh
 
 
 def node_command(executable: str, ros_args: list[str]) -> list[str]:
@@ -51,6 +60,23 @@ class _Running:
     spec: NodeSpec
     process: subprocess.Popen
     reader: threading.Thread
+    started: float  # time.monotonic()
+
+
+@dataclass
+class RespawnPolicy:
+    """When to restart a node that exited by itself (pure: times are passed in)."""
+
+    crashes: int = 0
+
+    def next_delay(self, base_delay: float, code: int, ran_s: float) -> float | None:
+        """Seconds to wait before the restart, or None to leave the node stopped."""
+        if code == CANNOT_START:
+            return None
+        self.crashes = 1 if ran_s >= STABLE_RUN_S else self.crashes + 1
+        if self.crashes > RESPAWN_LIMIT:
+            return None
+        return min(RESPAWN_BACKOFF_MAX_S, base_delay * 2 ** (self.crashes - 1))
 
 
 class Launcher:
@@ -72,17 +98,21 @@ class Launcher:
 
     def log(self, line: str, source: str = "launch") -> None:
         with self._print_lock:
-            self._out.write(f"[{source}] {line}\n")
-            self._out.flush()
+            try:
+                self._out.write(f"[{source}] {line}\n")
+                self._out.flush()
+            except (OSError, ValueError):
+                pass  # the terminal is gone (SIGHUP): stopping the nodes matters more than the log
 
     def request_stop(self, *_args: object) -> None:
         self._stop.set()
 
     def run(self) -> int:
         """Start every node, supervise them, and return the launch's exit status."""
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             signal.signal(sig, self.request_stop)
         running: dict[str, _Running] = {}
+        respawns: dict[str, RespawnPolicy] = {}
         status = 0
         try:
             for spec in self.graph.nodes:
@@ -103,8 +133,15 @@ class Launcher:
                         status = code if code > 0 else (128 - code if code < 0 else 1)
                         self._stop.set()
                     elif item.spec.respawn:
-                        self.log(f"node '{name}' exited with code {code}; respawning in {item.spec.respawn_delay:g} s")
-                        respawn_at[name] = time.monotonic() + item.spec.respawn_delay
+                        ran = time.monotonic() - item.started
+                        delay = respawns.setdefault(name, RespawnPolicy()).next_delay(item.spec.respawn_delay, code, ran)
+                        if delay is None:
+                            why = ("it cannot start as configured (see its log above)" if code == CANNOT_START
+                                   else f"it crashed {RESPAWN_LIMIT} times in a row")
+                            self.log(f"node '{name}' exited with code {code}; not respawning: {why}")
+                        else:
+                            self.log(f"node '{name}' exited with code {code}; respawning in {delay:g} s")
+                            respawn_at[name] = time.monotonic() + delay
                     else:
                         self.log(f"node '{name}' exited with code {code}")
                 for name, when in list(respawn_at.items()):
@@ -139,7 +176,7 @@ class Launcher:
         reader = threading.Thread(target=self._pump, args=(spec.name, process), daemon=True)
         reader.start()
         self.log(f"started '{spec.name}' ({spec.executable}) pid {process.pid}")
-        return _Running(spec, process, reader)
+        return _Running(spec, process, reader, time.monotonic())
 
     def _pump(self, name: str, process: subprocess.Popen) -> None:
         assert process.stdout is not None

@@ -35,6 +35,16 @@ PROGRAMS = {
         print("fatal: serial port missing", flush=True)
         sys.exit(3)
     """,
+    "cannot_start": """
+        import sys
+        print("FATAL: cannot open camera source", flush=True)
+        sys.exit(2)
+    """,
+    "crash_fast": """
+        import sys
+        print("crashing", flush=True)
+        sys.exit(1)
+    """,
     "ignores_sigint": """
         import signal, time
         signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -152,3 +162,74 @@ def test_required_node_killed_by_a_signal_gives_a_shell_style_status(tmp_path: P
     status, log = _run(graph, lambda executable, args: [sys.executable, str(script), *args])
     assert status == 128 + signal.SIGKILL
     assert "required node 'bridge' exited with code -9" in log
+
+
+def test_a_node_that_cannot_start_is_not_respawned(programs) -> None:
+    graph = Graph("t", {}, [NodeSpec("cam", "cannot_start", respawn=True, respawn_delay=0.05), NodeSpec("k", "forever")])
+    status, log = _run(graph, programs, stop_after=1.5)
+    assert status == 0
+    assert log.count("[cam] FATAL") == 1
+    assert "node 'cam' exited with code 2; not respawning: it cannot start as configured" in log
+
+
+def test_respawns_back_off_and_give_up(programs) -> None:
+    from gemma3nvla_ros.launcher import RESPAWN_LIMIT
+
+    graph = Graph("t", {}, [NodeSpec("flaky", "crash_fast", respawn=True, respawn_delay=0.05), NodeSpec("k", "forever")])
+    status, log = _run(graph, programs, stop_after=6.0)
+    assert status == 0
+    assert log.count("[flaky] crashing") == RESPAWN_LIMIT + 1
+    assert "respawning in 0.05 s" in log and "respawning in 0.1 s" in log and "respawning in 0.2 s" in log
+    assert f"not respawning: it crashed {RESPAWN_LIMIT} times in a row" in log
+
+
+def test_respawn_policy_resets_after_a_stable_run() -> None:
+    from gemma3nvla_ros.launcher import STABLE_RUN_S, RespawnPolicy
+
+    policy = RespawnPolicy()
+    assert [policy.next_delay(1.0, 1, 0.1) for _ in range(3)] == [1.0, 2.0, 4.0]
+    assert policy.next_delay(1.0, 1, STABLE_RUN_S) == 1.0  # it ran fine for a while: a fresh start
+    assert policy.next_delay(1.0, 2, 100.0) is None
+
+
+def _launch_camera(tmp_path: Path) -> tuple[subprocess.Popen, list[str], int]:
+    graph = tmp_path / "g.yaml"
+    graph.write_text("nodes:\n  - {name: cam, executable: camera_node, parameters: {source: synthetic, fps: 5.0}}\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gemma3nvla_ros.cli", "launch", str(graph)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not any("synthetic ->" in l for l in lines):
+        time.sleep(0.1)
+    pid = int(next(l for l in lines if "started 'cam'" in l).rsplit("pid", 1)[1])
+    return proc, lines, pid
+
+
+def _gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGQUIT])
+def test_terminal_hangup_or_quit_stops_every_node(tmp_path: Path, sig: int) -> None:
+    proc, lines, pid = _launch_camera(tmp_path)
+    proc.send_signal(sig)
+    assert proc.wait(timeout=30) == 0
+    assert _gone(pid, 5.0), "".join(lines)
+
+
+def test_nodes_stop_when_the_launcher_is_killed(tmp_path: Path) -> None:
+    """SIGKILL leaves the launcher no chance to stop anything: the nodes notice and stop themselves."""
+    proc, lines, pid = _launch_camera(tmp_path)
+    proc.kill()
+    proc.wait()
+    assert _gone(pid, 10.0), "".join(lines)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from gemma3nvla_ros.launch_graph import GraphError, parse_launch_arguments, resolve_graph
 from gemma3nvla_ros.launcher import Launcher, node_command
@@ -28,12 +29,20 @@ def main(argv: list[str] | None = None) -> int:
     launch.add_argument("arguments", nargs="*", help="launch arguments as name:=value")
     launch.add_argument("--show-args", action="store_true", help="list the launch arguments and exit")
     launch.add_argument("--print", action="store_true", help="print the resolved node commands and exit")
+    launch.add_argument("--status", action="store_true",
+                        help="show a live status line; node logs go to a file (its path is printed)")
     run = sub.add_parser("run", help="run one node of this package (like `ros2 run gemma3nvla_ros ...`)")
     run.add_argument("executable")
     run.add_argument("args", nargs=argparse.REMAINDER)
     for name, help_text in ros2cli.COMMANDS.items():  # listed in --help; parsed by ros2cli.main
         sub.add_parser(name, help=help_text, add_help=False)
+    launch_arguments: list[str] = []
+    if argv and argv[0] == "launch":  # name:=value may stand anywhere, as with `ros2 launch`
+        launch_arguments = [a for a in argv[1:] if ":=" in a]
+        argv = [a for a in argv if ":=" not in a]
     options = parser.parse_args(argv)
+    if options.command == "launch":
+        options.arguments = [*options.arguments, *launch_arguments]
 
     try:
         if options.command == "run":
@@ -54,7 +63,30 @@ def main(argv: list[str] | None = None) -> int:
         for spec in graph.nodes:
             print(" ".join([spec.executable, *spec.ros_args()]), spec.parameters)
         return 0
-    return Launcher(graph).run()
+    if not options.status:
+        return Launcher(graph).run()
+    return _launch_with_status(graph)
+
+
+def _launch_with_status(graph) -> int:
+    import tempfile
+    import time
+
+    from gemma3nvla_ros.tools.status_line import StatusMonitor
+
+    log_dir = Path(os.environ.get("ROS_LOG_DIR") or Path(tempfile.gettempdir()) / "gemma3nvla_ros")
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"{graph.name}-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    print(f"[launch] node logs: {log_path}   (Ctrl-C stops everything)", flush=True)
+    monitor = StatusMonitor()
+    monitor.start()
+    try:
+        with open(log_path, "a", buffering=1) as node_log:
+            status = Launcher(graph, node_output=node_log, status=monitor.line).run()
+    finally:
+        monitor.stop()
+        print(flush=True)
+    return status
 
 
 if __name__ == "__main__":

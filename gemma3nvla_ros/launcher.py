@@ -86,10 +86,17 @@ class Launcher:
         out: TextIO = sys.stdout,
         env: dict[str, str] | None = None,
         command_for: Callable[[str, list[str]], list[str]] = node_command,
+        node_output: TextIO | None = None,
+        status: Callable[[], str] | None = None,
     ) -> None:
+        """``node_output``: where node log lines go (default: ``out``, prefixed with the node name).
+        ``status``: a one-line summary redrawn in place on ``out`` twice a second."""
         self.graph = graph
         self._command_for = command_for
         self._out = out
+        self._node_output = node_output
+        self._status = status
+        self._status_at = 0.0
         self._env = dict(os.environ if env is None else env)
         self._env["PYTHONUNBUFFERED"] = "1"
         self._print_lock = threading.Lock()
@@ -97,12 +104,25 @@ class Launcher:
         self._tmp = tempfile.TemporaryDirectory(prefix=f"gemma3nvla_{graph.name}_")
 
     def log(self, line: str, source: str = "launch") -> None:
+        out = self._out if source == "launch" or self._node_output is None else self._node_output
+        clear = "\r\033[K" if out is self._out and self._status is not None else ""
         with self._print_lock:
             try:
-                self._out.write(f"[{source}] {line}\n")
-                self._out.flush()
+                out.write(f"{clear}[{source}] {line}\n")
+                out.flush()
             except (OSError, ValueError):
                 pass  # the terminal is gone (SIGHUP): stopping the nodes matters more than the log
+
+    def _draw_status(self) -> None:
+        if self._status is None or time.monotonic() - self._status_at < 0.5:
+            return
+        self._status_at = time.monotonic()
+        with self._print_lock:
+            try:
+                self._out.write("\r\033[K" + self._status())
+                self._out.flush()
+            except (OSError, ValueError):
+                pass
 
     def request_stop(self, *_args: object) -> None:
         self._stop.set()
@@ -152,6 +172,7 @@ class Launcher:
                 if not running and not respawn_at:
                     self.log("all nodes exited")
                     break
+                self._draw_status()
                 self._stop.wait(0.1)
         finally:
             self._shutdown(running)

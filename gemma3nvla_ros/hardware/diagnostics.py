@@ -32,8 +32,9 @@ def motor_status(health: MotorHealth, hardware_id: str, prefix: str, expect_torq
     if expect_torque and health.torque_enabled is False:
         level = ERROR
         problems.append(
-            "torque off (overload/overheat trip or power loss): the joint is limp; the bridge re-enables it "
-            "where it stands once the motor answers without an alarm inside its calibrated range"
+            "torque off (overload/overheat trip or power loss): the joint is limp; after a power loss the "
+            "bridge re-enables it where it stands once it answers inside its calibrated range; after an "
+            "alarm trip once the alarm clears and an operator calls ~/enable (overload_recovery manual)"
         )
     if health.consecutive_failures:
         level = ERROR

@@ -10,6 +10,10 @@ Parameters (hardware/camera_params.py describes each; ``ros2 param describe`` sh
 height, fps, encoding (rgb8|bgr8), frame_id (default <name>_optical_frame), loop, publish_compressed,
 jpeg_quality, camera_info_url ("" = uncalibrated CameraInfo with zero K). Changeable at run time:
 publish_compressed, jpeg_quality, and fps of files and the synthetic source; the others are read-only.
+
+Health on /diagnostics includes the seconds since the last frame on a monotonic clock: a source whose
+read blocks without an error is WARN, then ERROR (thresholds in hardware/diagnostics.py), and the log
+says so on each change.
 """
 from __future__ import annotations
 
@@ -37,6 +41,7 @@ from gemma3nvla_ros.hardware.cameras import (
     parse_source,
     to_encoding,
 )
+from gemma3nvla_ros.hardware.frame_timing import FrameTiming, rate_window_s
 from gemma3nvla_ros.hardware.image_msgs import fill_camera_info, fill_compressed, fill_image
 from gemma3nvla_ros.nodes.run import run_node
 
@@ -98,7 +103,8 @@ class CameraNode(Node):
         self.frames = 0
         self.late_ticks = 0
         self.ended = False
-        self._rate_window: list[int] = []
+        self._timing = FrameTiming(time.monotonic())
+        self._stale_level = diag.OK
         self._running = True
         self._tick = threading.Event()
         self._thread: threading.Thread | None = None
@@ -155,6 +161,7 @@ class CameraNode(Node):
         if self.source.source.paced:
             self._pace_timer = self.create_timer(1.0 / self.fps, self._on_tick)
         self.create_timer(1.0, self._on_diagnostics)
+        self._timing = FrameTiming(time.monotonic())  # from now: opening the source is not a stall
         self._thread = threading.Thread(target=self._capture_loop, name=f"capture-{self.cam_name}", daemon=True)
         self._thread.start()
         log.info(f"{spec} -> {base}/image_raw {self.width}x{self.height} {self.encoding} @ {self.fps:g} fps")
@@ -258,13 +265,14 @@ class CameraNode(Node):
                     fill_compressed(sensor_msgs.msg.CompressedImage(), jpeg, self.encoding, stamp, self.frame_id)
                 )
         self.frames += 1
-        self._rate_window.append(now.nanoseconds)
-        del self._rate_window[:-60]
+        self._timing.record(time.monotonic())
 
     def _on_diagnostics(self) -> None:
         assert self.source is not None
-        window = list(self._rate_window)  # node-clock stamps (ns) of the last published frames
-        span = (window[-1] - window[0]) * 1e-9 if len(window) > 1 else 0.0
+        now = time.monotonic()
+        since = self._timing.seconds_since_last(now)
+        gap = self._timing.take_longest_gap()
+        self._log_staleness(since, gap)
         status = diag.camera_status(
             node=self.get_name(),
             camera=self.cam_name,
@@ -273,11 +281,13 @@ class CameraNode(Node):
             ended=self.ended,
             last_error=self.source.last_error,
             configured_fps=self.fps,
-            measured_fps=(len(window) - 1) / span if span > 0 else 0.0,
+            measured_fps=self._timing.fps(now, rate_window_s(self.fps)),
+            seconds_since_last_frame=since,
             frames=self.frames,
             values={
                 "resolution": f"{self.width}x{self.height}",
                 "encoding": self.encoding,
+                "longest_gap_s": f"{gap:.2f}",  # since the previous message: stalls between samples
                 "late_ticks": self.late_ticks,
                 "losses": self.source.losses,
                 "reconnects": self.source.reconnects,
@@ -285,11 +295,32 @@ class CameraNode(Node):
         )
         self.diag_pub.publish(diag.to_diagnostic_array([status], self.get_clock().now().to_msg(), diagnostic_msgs.msg))
 
+    def _log_staleness(self, since: float, gap: float) -> None:
+        """Log once when frames stop (WARN, then ERROR) and once when they come back."""
+        if self.ended:
+            return  # a file that ended without loop is expected to stay silent
+        level = diag.staleness_level(since, self.fps)
+        previous, self._stale_level = self._stale_level, level
+        if level == previous:
+            return
+        log = self.get_logger()
+        if level == diag.OK:
+            log.info(f"camera {self.cam_name}: frames again, after {gap:.1f} s without one")
+        elif level == diag.WARN:
+            log.warn(f"camera {self.cam_name}: {diag.stale_message(since, self.fps)}")
+        else:
+            log.error(f"camera {self.cam_name}: {diag.stale_message(since, self.fps)}")
+
     def close(self) -> None:
         self._running = False
         self._tick.set()
         if self._thread is not None:
             self._thread.join(timeout=2.0)
+            if self._thread.is_alive():
+                # Still blocked in a read: releasing the capture under it can crash the process. The OS
+                # releases the device when the process exits.
+                self.get_logger().warn("capture thread still blocked in a read; leaving the source to the OS")
+                return
         if self.source is not None:
             self.source.close()
 

@@ -1,7 +1,10 @@
-"""camera_node as a real process over DDS: from a video file the test writes with cv2.VideoWriter and
-the synthetic source. Parameters are set at run time through the node's own parameter services."""
+"""camera_node as a real process over DDS: from a video file the test writes with cv2.VideoWriter, the
+synthetic source, and a named pipe the test feeds MJPEG through (a device whose read blocks when it
+stops sending). Parameters are set at run time through the node's own parameter services."""
 from __future__ import annotations
 
+import os
+import threading
 from pathlib import Path
 
 import cv2
@@ -277,3 +280,90 @@ def test_fps_of_a_device_is_read_only(ros):
             assert node.fps == (30.0 if read_only else 10.0)
         finally:
             node.destroy_node()
+
+
+class _MjpegPipe:
+    """A named pipe fed with JPEG frames, as an MJPEG camera stream: OpenCV (FFmpeg) reads it as a device
+    and its read blocks, without an error, while nothing is written — a wedged camera. ``paused`` stops
+    the frames; the pipe stays open."""
+
+    def __init__(self, path: Path, fps: float) -> None:
+        os.mkfifo(path)
+        self.path, self.period = path, 1.0 / fps
+        # Read-write and non-blocking: never waits for the reader, never blocks the test when nobody reads
+        # (a frame under PIPE_BUF bytes is written whole or not at all: dropped, as a camera drops).
+        self._fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)
+        self.paused = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        i = 0
+        while not self._stop.wait(self.period):
+            if self.paused.is_set():
+                continue
+            frame = np.zeros((120, 160, 3), np.uint8)
+            frame[:, (i * 8) % 160 :, 1] = 120
+            jpeg = cv2.imencode(".jpg", frame, [int(cv2.IMWRITE_JPEG_QUALITY), 50])[1].tobytes()
+            assert len(jpeg) < 4096  # PIPE_BUF: atomic
+            try:
+                os.write(self._fd, jpeg)
+            except BlockingIOError:
+                pass
+            i += 1
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5.0)
+        os.close(self._fd)
+
+
+@pytest.mark.skipif(not cv2.videoio_registry.hasBackend(cv2.CAP_FFMPEG), reason="OpenCV without FFmpeg")
+def test_a_stalled_source_goes_warn_then_error_and_back_to_ok(ros, listener, start_node, tmp_path, monkeypatch):
+    import diagnostic_msgs.msg
+    from rclpy.qos import QoSProfile
+
+    levels: list[tuple[int, dict[str, str], str]] = []
+
+    def on_diag(array) -> None:
+        for status in array.status:
+            if status.name.endswith("camera stall"):
+                levels.append((status.level[0], {kv.key: kv.value for kv in status.values}, status.message))
+
+    listener.create_subscription(diagnostic_msgs.msg.DiagnosticArray, "/diagnostics", on_diag, QoSProfile(depth=50))
+    # Tell FFmpeg the pipe is MJPEG and not to buffer seconds of it to guess (OpenCV's own option variable).
+    monkeypatch.setenv("OPENCV_FFMPEG_CAPTURE_OPTIONS", "input_format;mjpeg|probesize;32|analyzeduration;0")
+    pipe = _MjpegPipe(tmp_path / "cam.mjpeg", fps=6.0)
+    # 3 fps configured: WARN after 1.0 s without a frame (3 periods), ERROR after 3.3 s (10 periods); the
+    # 1 Hz diagnostics cannot step over the 2.3 s WARN band.
+    proc = start_node(CAMERA, "-p", "name:=stall", "-p", f"source:=device:{pipe.path}", "-p", "width:=160",
+                      "-p", "height:=120", "-p", "fps:=3.0", name="camera")
+    try:
+        def last_level() -> int | None:
+            return levels[-1][0] if levels else None
+
+        def frames() -> int:
+            return int(levels[-1][1]["frames"]) if levels else 0
+
+        assert spin_until(ros, listener, lambda: last_level() == 0 and frames() >= 5, 30.0), (levels, proc.output)
+        pipe.paused.set()
+        start = len(levels)
+        assert spin_until(ros, listener, lambda: last_level() == 2, 20.0), (levels[start:], proc.output)
+        during = [level for level, _, _ in levels[start:]]
+        assert 1 in during and during.index(1) < during.index(2), during  # WARN first, then ERROR
+        _, values, message = levels[-1]
+        assert "no frame for" in message and float(values["seconds_since_last_frame"]) > 3.3
+        assert float(values["measured_fps"]) < 1.5, values  # the rate shows the stall, not the old window
+        assert proc.proc.poll() is None
+
+        pipe.paused.clear()
+        assert spin_until(ros, listener, lambda: last_level() == 0, 20.0), (levels[-3:], proc.output)
+        assert float(levels[-1][1]["seconds_since_last_frame"]) < 1.0
+        log = proc.output
+        assert "[WARN]" in log and "camera stall: no frame for" in log
+        assert "[ERROR]" in log and "camera stall: frames again" in log
+        assert log.count("camera stall: no frame for") == 2  # once per transition, not once per second
+    finally:
+        proc.stop()
+        pipe.close()

@@ -5,8 +5,8 @@ turns them into rgb8/bgr8 for the message. :class:`ReconnectingSource` wraps a s
 exponential-backoff reopening so a camera that disappears (USB unplugged) comes back by itself.
 
 Source strings (the camera_node ``source`` parameter):
-``synthetic`` | ``0`` (device index) | ``/dev/video2`` or ``device:/path`` (device path) |
-``file:/path/to/video.mp4`` (a video file, looped with ``loop``).
+``synthetic`` | ``0`` (device index; the integer 0 too, as ``-p source:=0`` gives it) | ``/dev/video2`` or
+``device:/path`` (device path) | ``file:/path/to/video.mp4`` (a video file, looped with ``loop``).
 """
 from __future__ import annotations
 
@@ -40,9 +40,24 @@ class SourceSpec:
     def __str__(self) -> str:
         return self.kind if self.kind == "synthetic" else f"{self.kind}:{self.target}"
 
+    @property
+    def paced(self) -> bool:
+        """Files and the synthetic pattern are paced by the caller at fps; a device paces itself."""
+        return self.kind != "device"
 
-def parse_source(text: str) -> SourceSpec:
-    s = str(text).strip()
+
+def parse_source(value: str | int) -> SourceSpec:
+    """``value`` is the parameter as ROS typed it: ``-p source:=0`` arrives as the integer 0."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise ValueError(
+            f"camera source must be a string or a device index, not {type(value).__name__} {value!r} "
+            "(use synthetic, 0, /dev/video2 or file:/path)"
+        )
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"camera device index must be 0 or more, not {value}")
+        return SourceSpec("device", value)
+    s = value.strip()
     if not s:
         raise ValueError("camera source is empty (use synthetic, a device index, /dev/videoN or file:/path)")
     if s == "synthetic":
@@ -132,7 +147,7 @@ class OpenCVSource:
         self.spec = spec
         self.width, self.height, self.fps = int(width), int(height), float(fps)
         self.loop = loop
-        self.paced = spec.kind == "file"  # a file would otherwise play as fast as it decodes
+        self.paced = spec.paced  # a file would otherwise play as fast as it decodes
         self._log = log or (lambda _msg: None)
         self._cap = None
         self._resize = False

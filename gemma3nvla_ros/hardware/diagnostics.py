@@ -16,6 +16,17 @@ TEMPERATURE_WARN_C = 60  # STS3215 Max_Temperature_Limit defaults to 70 °C, whe
 TEMPERATURE_ERROR_C = 70
 VOLTAGE_WARN_LOW_V = 6.0  # SO-101 runs the 7.4 V (or 12 V) STS3215 variants
 
+# A camera whose read blocks without an error (a wedged USB device, a stream that stops sending) raises
+# nothing and reconnects nothing: the only symptom is that frames stop. Seconds without a frame, relative
+# to the frame period with a floor:
+# - WARN past max(3 periods, 0.2 s): three missed frames in a row is more than a USB camera's occasional
+#   drop; the floor keeps scheduling hiccups of a busy machine at 30 fps (GC, a shared 2-core box) quiet.
+# - ERROR past max(10 periods, 1.0 s): the policy is then acting on a view at least a second old while
+#   the arm moves (a 50-step chunk at 30 Hz lasts under 2 s): no longer a glitch. Relative to the period
+#   so that a camera run slowly on purpose (2 fps) is not an error between two of its frames.
+STALE_WARN_PERIODS, STALE_WARN_MIN_S = 3.0, 0.2
+STALE_ERROR_PERIODS, STALE_ERROR_MIN_S = 10.0, 1.0
+
 
 @dataclass
 class Status:
@@ -119,6 +130,23 @@ def to_diagnostic_array(statuses: list[Status], stamp: Any, msgs: Any) -> Any:
     return out
 
 
+def stale_thresholds(fps: float) -> tuple[float, float]:
+    """Seconds without a frame after which a camera configured for ``fps`` is WARN, and ERROR."""
+    period = 1.0 / fps
+    return max(STALE_WARN_PERIODS * period, STALE_WARN_MIN_S), max(STALE_ERROR_PERIODS * period, STALE_ERROR_MIN_S)
+
+
+def staleness_level(seconds_since_last_frame: float, fps: float) -> int:
+    warn_s, error_s = stale_thresholds(fps)
+    if seconds_since_last_frame > error_s:
+        return ERROR
+    return WARN if seconds_since_last_frame > warn_s else OK
+
+
+def stale_message(seconds_since_last_frame: float, fps: float) -> str:
+    return f"no frame for {seconds_since_last_frame:.1f} s (configured {fps:g} fps): the source stalled"
+
+
 def camera_status(
     *,
     node: str,
@@ -129,17 +157,21 @@ def camera_status(
     last_error: str,
     configured_fps: float,
     measured_fps: float,
+    seconds_since_last_frame: float,
     frames: int,
     values: Mapping[str, object],
 ) -> Status:
+    stale = staleness_level(seconds_since_last_frame, configured_fps)
     if ended:
         level, message = OK, "end of file (loop is false)"
     elif not connected:
         level, message = ERROR, f"camera lost, reconnecting: {last_error}"
+    elif stale != OK:
+        level, message = stale, stale_message(seconds_since_last_frame, configured_fps)
     elif frames > 10 and measured_fps < 0.5 * configured_fps:
         level, message = WARN, f"publishing {measured_fps:.1f} fps, configured {configured_fps:g}"
     else:
         level, message = OK, "OK"
     all_values = {"source": source, "configured_fps": f"{configured_fps:g}", "measured_fps": f"{measured_fps:.1f}",
-                  "frames": frames, **values}
+                  "seconds_since_last_frame": f"{seconds_since_last_frame:.2f}", "frames": frames, **values}
     return Status(f"{node}: camera {camera}", level, message, source, {k: str(v) for k, v in all_values.items()})

@@ -5,9 +5,15 @@ and ``/diagnostics``. Capture runs on a thread of its own; devices pace themselv
 in the read), files and the synthetic source are paced by a timer on the node clock (use_sim_time
 works). Frames are stamped with the node clock right after the read returns.
 
-Parameters: source (synthetic | 0 | /dev/video2 | device:/path | file:/path.mp4), name (default: the
-node name), width, height, fps, encoding (rgb8|bgr8), frame_id (default <name>_optical_frame), loop,
-publish_compressed, jpeg_quality, camera_info_url ("" = uncalibrated CameraInfo with zero K).
+Parameters (hardware/camera_params.py describes each; ``ros2 param describe`` shows it): source
+(synthetic | 0 | /dev/video2 | device:/path | file:/path.mp4), name (default: the node name), width,
+height, fps, encoding (rgb8|bgr8), frame_id (default <name>_optical_frame), loop, publish_compressed,
+jpeg_quality, camera_info_url ("" = uncalibrated CameraInfo with zero K). Changeable at run time:
+publish_compressed, jpeg_quality, and fps of files and the synthetic source; the others are read-only.
+
+Health on /diagnostics includes the seconds since the last frame on a monotonic clock: a source whose
+read blocks without an error is WARN, then ERROR (thresholds in hardware/diagnostics.py), and the log
+says so on each change.
 """
 from __future__ import annotations
 
@@ -17,13 +23,16 @@ import time
 
 import diagnostic_msgs.msg
 import sensor_msgs.msg
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 
+from gemma3nvla_ros.hardware import camera_params
 from gemma3nvla_ros.hardware import diagnostics as diag
 from gemma3nvla_ros.hardware.camera_info import CameraInfoData, CameraInfoError, load_camera_info
 from gemma3nvla_ros.hardware.cameras import (
-    ENCODINGS,
     ReconnectingSource,
     SourceEnded,
     SourceError,
@@ -32,6 +41,7 @@ from gemma3nvla_ros.hardware.cameras import (
     parse_source,
     to_encoding,
 )
+from gemma3nvla_ros.hardware.frame_timing import FrameTiming, rate_window_s
 from gemma3nvla_ros.hardware.image_msgs import fill_camera_info, fill_compressed, fill_image
 from gemma3nvla_ros.nodes.run import run_node
 
@@ -51,43 +61,75 @@ def _load_cv_bridge():
         return None, f"{type(exc).__name__}: {exc}"
 
 
+def _descriptor(spec: camera_params.ParamSpec, read_only: bool) -> ParameterDescriptor:
+    descriptor = ParameterDescriptor(
+        description=spec.description,
+        additional_constraints=spec.constraints,
+        read_only=read_only,
+        dynamic_typing=spec.any_type,
+    )
+    if not spec.any_type:
+        descriptor.type = Parameter.Type.from_parameter_value(spec.default).value
+    if spec.int_range:
+        descriptor.integer_range = [IntegerRange(from_value=spec.int_range[0], to_value=spec.int_range[1], step=1)]
+    if spec.float_range:
+        descriptor.floating_point_range = [
+            FloatingPointRange(from_value=spec.float_range[0], to_value=spec.float_range[1], step=0.0)
+        ]
+    return descriptor
+
+
 class CameraNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("camera", **kwargs)
-        source = self.declare_parameter("source", "synthetic").value
-        self.cam_name = self.declare_parameter("name", "").value or self.get_name()
-        self.width = int(self.declare_parameter("width", 640).value)
-        self.height = int(self.declare_parameter("height", 480).value)
-        self.fps = float(self.declare_parameter("fps", 30.0).value)
-        self.encoding = self.declare_parameter("encoding", "rgb8").value
-        self.frame_id = self.declare_parameter("frame_id", "").value or f"{self.cam_name}_optical_frame"
-        self.loop = bool(self.declare_parameter("loop", True).value)
-        self.publish_compressed = bool(self.declare_parameter("publish_compressed", False).value)
-        self.jpeg_quality = int(self.declare_parameter("jpeg_quality", 90).value)
-        camera_info_url = self.declare_parameter("camera_info_url", "").value
-        self._source_text = source
-        self._camera_info_url = camera_info_url
+        source = self._declare(camera_params.SOURCE, read_only=True)
+        paced = camera_params.source_paced(source)
+        values = {
+            spec.name: self._declare(spec, camera_params.read_only(spec, paced))
+            for spec in camera_params.PARAMS
+            if spec is not camera_params.SOURCE
+        }
+        self._source_value = source
+        self.cam_name = values["name"] or self.get_name()
+        self.width, self.height = values["width"], values["height"]
+        self.fps: float = values["fps"]
+        self.encoding: str = values["encoding"]
+        self.frame_id = values["frame_id"] or f"{self.cam_name}_optical_frame"
+        self.loop: bool = values["loop"]
+        self.publish_compressed: bool = values["publish_compressed"]
+        self.jpeg_quality: int = values["jpeg_quality"]
+        self._camera_info_url: str = values["camera_info_url"]
 
         self.frames = 0
         self.late_ticks = 0
         self.ended = False
-        self._rate_window: list[int] = []
+        self._timing = FrameTiming(time.monotonic())
+        self._stale_level = diag.OK
         self._running = True
         self._tick = threading.Event()
         self._thread: threading.Thread | None = None
+        self._pace_timer = None
+        self._topic_base: str | None = None  # set once started: publishers exist
+        self._jpeg_lock = threading.Lock()  # the capture thread publishes JPEG; a param set may remove it
+        self.jpeg_pub = None
         self.source: ReconnectingSource | None = None
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+    def _declare(self, spec: camera_params.ParamSpec, read_only: bool) -> camera_params.Value:
+        """Declare with its descriptor; a value of the wrong type or out of range is a StartupError
+        (exit 2 with the reason), not a traceback."""
+        try:
+            return self.declare_parameter(spec.name, spec.default, _descriptor(spec, read_only)).value
+        except (InvalidParameterTypeException, InvalidParameterValueException) as exc:
+            raise StartupError(f"parameter {spec.name} refused ({exc}): it must be {spec.expects}") from exc
 
     def start(self) -> None:
         log = self.get_logger()
-        if self.encoding not in ENCODINGS:
-            raise StartupError(f"encoding must be one of {ENCODINGS}, not {self.encoding!r}")
-        if self.width <= 0 or self.height <= 0 or self.fps <= 0:
-            raise StartupError("width, height and fps must be > 0")
-        try:
-            spec = parse_source(self._source_text)
-        except ValueError as exc:
-            raise StartupError(str(exc)) from exc
-        self.spec = spec
+        for param in camera_params.PARAMS:  # what descriptors cannot say: encoding, name, source
+            reason = camera_params.check(param.name, self.get_parameter(param.name).value)
+            if reason:
+                raise StartupError(reason)
+        spec = self.spec = parse_source(self._source_value)
         try:
             self.info = (
                 load_camera_info(self._camera_info_url, self.width, self.height)
@@ -102,28 +144,70 @@ class CameraNode(Node):
         try:
             self.source.open()
         except SourceError as exc:
+            index = isinstance(spec.target, int)
+            which = f" (device index {spec.target} is /dev/video{spec.target})" if index else ""
             raise StartupError(
-                f"cannot open camera source '{self._source_text}': {exc}. Check the device exists "
+                f"cannot open camera source '{self._source_value}'{which}: {exc}. Check the device exists "
                 "(v4l2-ctl --list-devices), is not used by another process, or that the file path is right."
             ) from exc
         self._cv_bridge, why = _load_cv_bridge()
         log.debug(f"image conversion: {'cv_bridge' if self._cv_bridge else 'numpy (' + why + ')'}")
 
-        base = f"/cameras/{self.cam_name}"
+        base = self._topic_base = f"/cameras/{self.cam_name}"
         self.image_pub = self.create_publisher(sensor_msgs.msg.Image, f"{base}/image_raw", qos_profile_sensor_data)
         self.info_pub = self.create_publisher(sensor_msgs.msg.CameraInfo, f"{base}/camera_info", qos_profile_sensor_data)
-        self.jpeg_pub = (
-            self.create_publisher(sensor_msgs.msg.CompressedImage, f"{base}/image_raw/compressed", qos_profile_sensor_data)
-            if self.publish_compressed
-            else None
-        )
+        self._set_compressed(self.publish_compressed)
         self.diag_pub = self.create_publisher(diagnostic_msgs.msg.DiagnosticArray, "/diagnostics", QoSProfile(depth=10))
         if self.source.source.paced:
-            self.create_timer(1.0 / self.fps, self._on_tick)
+            self._pace_timer = self.create_timer(1.0 / self.fps, self._on_tick)
         self.create_timer(1.0, self._on_diagnostics)
+        self._timing = FrameTiming(time.monotonic())  # from now: opening the source is not a stall
         self._thread = threading.Thread(target=self._capture_loop, name=f"capture-{self.cam_name}", daemon=True)
         self._thread.start()
         log.info(f"{spec} -> {base}/image_raw {self.width}x{self.height} {self.encoding} @ {self.fps:g} fps")
+
+    def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        """Validate every value first, then apply them all: a set is refused with the reason, or takes
+        effect. Read-only parameters never get here (rclpy refuses them by their descriptor)."""
+        for param in params:
+            reason = camera_params.check(param.name, param.value)
+            if reason:
+                return SetParametersResult(successful=False, reason=reason)
+        for param in params:
+            self._apply(param.name, param.value)
+        return SetParametersResult(successful=True)
+
+    def _apply(self, name: str, value) -> None:
+        if name == "jpeg_quality":
+            self.jpeg_quality = value  # read by the capture thread for the next frame
+        elif name == "publish_compressed":
+            self._set_compressed(value)
+        elif name == "fps":
+            self._set_fps(value)
+        else:
+            return
+        self.get_logger().info(f"{name} set to {value}")
+
+    def _set_compressed(self, on: bool) -> None:
+        """Create or remove the JPEG publisher (before start: only remember it)."""
+        with self._jpeg_lock:
+            self.publish_compressed = on
+            if self._topic_base is None:
+                return
+            if on and self.jpeg_pub is None:
+                self.jpeg_pub = self.create_publisher(
+                    sensor_msgs.msg.CompressedImage, f"{self._topic_base}/image_raw/compressed", qos_profile_sensor_data
+                )
+            elif not on and self.jpeg_pub is not None:
+                self.destroy_publisher(self.jpeg_pub)
+                self.jpeg_pub = None
+
+    def _set_fps(self, fps: float) -> None:
+        """Re-pace a file or the synthetic source (read-only for devices, so only those get here)."""
+        self.fps = fps
+        if self._pace_timer is not None:
+            self._pace_timer.timer_period_ns = round(1e9 / fps)
+            self._pace_timer.reset()  # the new period counts from now, not after one more old period
 
     def _on_tick(self) -> None:
         if self._tick.is_set():
@@ -174,17 +258,21 @@ class CameraNode(Node):
             msg = fill_image(sensor_msgs.msg.Image(), out, self.encoding, stamp, self.frame_id)
         self.image_pub.publish(msg)
         self.info_pub.publish(fill_camera_info(sensor_msgs.msg.CameraInfo(), self.info, stamp, self.frame_id))
-        if self.jpeg_pub is not None:
-            jpeg = encode_jpeg(frame_bgr, self.jpeg_quality)
-            self.jpeg_pub.publish(fill_compressed(sensor_msgs.msg.CompressedImage(), jpeg, self.encoding, stamp, self.frame_id))
+        with self._jpeg_lock:
+            if self.jpeg_pub is not None:
+                jpeg = encode_jpeg(frame_bgr, self.jpeg_quality)
+                self.jpeg_pub.publish(
+                    fill_compressed(sensor_msgs.msg.CompressedImage(), jpeg, self.encoding, stamp, self.frame_id)
+                )
         self.frames += 1
-        self._rate_window.append(now.nanoseconds)
-        del self._rate_window[:-60]
+        self._timing.record(time.monotonic())
 
     def _on_diagnostics(self) -> None:
         assert self.source is not None
-        window = list(self._rate_window)  # node-clock stamps (ns) of the last published frames
-        span = (window[-1] - window[0]) * 1e-9 if len(window) > 1 else 0.0
+        now = time.monotonic()
+        since = self._timing.seconds_since_last(now)
+        gap = self._timing.take_longest_gap()
+        self._log_staleness(since, gap)
         status = diag.camera_status(
             node=self.get_name(),
             camera=self.cam_name,
@@ -193,11 +281,13 @@ class CameraNode(Node):
             ended=self.ended,
             last_error=self.source.last_error,
             configured_fps=self.fps,
-            measured_fps=(len(window) - 1) / span if span > 0 else 0.0,
+            measured_fps=self._timing.fps(now, rate_window_s(self.fps)),
+            seconds_since_last_frame=since,
             frames=self.frames,
             values={
                 "resolution": f"{self.width}x{self.height}",
                 "encoding": self.encoding,
+                "longest_gap_s": f"{gap:.2f}",  # since the previous message: stalls between samples
                 "late_ticks": self.late_ticks,
                 "losses": self.source.losses,
                 "reconnects": self.source.reconnects,
@@ -205,11 +295,32 @@ class CameraNode(Node):
         )
         self.diag_pub.publish(diag.to_diagnostic_array([status], self.get_clock().now().to_msg(), diagnostic_msgs.msg))
 
+    def _log_staleness(self, since: float, gap: float) -> None:
+        """Log once when frames stop (WARN, then ERROR) and once when they come back."""
+        if self.ended:
+            return  # a file that ended without loop is expected to stay silent
+        level = diag.staleness_level(since, self.fps)
+        previous, self._stale_level = self._stale_level, level
+        if level == previous:
+            return
+        log = self.get_logger()
+        if level == diag.OK:
+            log.info(f"camera {self.cam_name}: frames again, after {gap:.1f} s without one")
+        elif level == diag.WARN:
+            log.warn(f"camera {self.cam_name}: {diag.stale_message(since, self.fps)}")
+        else:
+            log.error(f"camera {self.cam_name}: {diag.stale_message(since, self.fps)}")
+
     def close(self) -> None:
         self._running = False
         self._tick.set()
         if self._thread is not None:
             self._thread.join(timeout=2.0)
+            if self._thread.is_alive():
+                # Still blocked in a read: releasing the capture under it can crash the process. The OS
+                # releases the device when the process exits.
+                self.get_logger().warn("capture thread still blocked in a read; leaving the source to the OS")
+                return
         if self.source is not None:
             self.source.close()
 

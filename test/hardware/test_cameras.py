@@ -48,6 +48,15 @@ def test_parse_source():
             parse_source(bad)
 
 
+def test_parse_source_takes_the_integer_ros_makes_of_source_0():
+    assert parse_source(0) == SourceSpec("device", 0) == parse_source("0")
+    assert parse_source(2) == SourceSpec("device", 2)
+    for bad in (-1, True, 2.5, None):
+        with pytest.raises(ValueError):
+            parse_source(bad)
+    assert not parse_source(0).paced and parse_source("synthetic").paced and parse_source("file:/a.mp4").paced
+
+
 def test_synthetic_moves_and_has_requested_size():
     src = SyntheticSource(1280, 720, 30.0)
     src.open()

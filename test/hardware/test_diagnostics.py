@@ -41,10 +41,37 @@ def test_bus_levels_and_counters():
 
 def test_camera_levels():
     kw = dict(node="n", camera="front", source="device:0", last_error="", configured_fps=30.0, values={})
-    assert diag.camera_status(connected=True, ended=False, measured_fps=29.0, frames=100, **kw).level == diag.OK
-    assert diag.camera_status(connected=True, ended=False, measured_fps=9.0, frames=100, **kw).level == diag.WARN
-    s = diag.camera_status(connected=False, ended=False, measured_fps=0.0, frames=100, **{**kw, "last_error": "gone"})
+    fresh = dict(seconds_since_last_frame=0.03)
+    assert diag.camera_status(connected=True, ended=False, measured_fps=29.0, frames=100, **fresh, **kw).level == diag.OK
+    assert diag.camera_status(connected=True, ended=False, measured_fps=9.0, frames=100, **fresh, **kw).level == diag.WARN
+    s = diag.camera_status(connected=False, ended=False, measured_fps=0.0, frames=100, **fresh,
+                           **{**kw, "last_error": "gone"})
     assert s.level == diag.ERROR and "gone" in s.message
+
+
+def test_stale_thresholds_scale_with_the_frame_period_above_a_floor():
+    assert diag.stale_thresholds(30.0) == (0.2, 1.0)  # 3 and 10 periods are 0.1 s and 0.33 s: the floors
+    assert diag.stale_thresholds(2.0) == (1.5, 5.0)  # a slow camera is not stale between two of its frames
+    assert [diag.staleness_level(s, 30.0) for s in (0.0, 0.15, 0.3, 0.99, 1.2)] == [
+        diag.OK, diag.OK, diag.WARN, diag.WARN, diag.ERROR]
+
+
+def test_a_camera_that_stops_delivering_is_warn_then_error_with_its_age():
+    """A read that blocks raises nothing and leaves `connected` true: the age of the last frame must say it."""
+    kw = dict(node="n", camera="front", source="device:0", connected=True, ended=False, last_error="",
+              configured_fps=30.0, frames=500, values={})
+    ok = diag.camera_status(measured_fps=30.0, seconds_since_last_frame=0.04, **kw)
+    assert ok.level == diag.OK and ok.values["seconds_since_last_frame"] == "0.04"
+    warn = diag.camera_status(measured_fps=25.0, seconds_since_last_frame=0.5, **kw)
+    assert warn.level == diag.WARN and "no frame for 0.5 s" in warn.message and "stalled" in warn.message
+    error = diag.camera_status(measured_fps=12.0, seconds_since_last_frame=3.0, **kw)
+    assert error.level == diag.ERROR and "no frame for 3.0 s" in error.message
+    assert error.values["seconds_since_last_frame"] == "3.00"
+    # A file that ended without loop is expected to stop; a lost device says why it stopped.
+    assert diag.camera_status(**{**kw, "ended": True}, measured_fps=0.0, seconds_since_last_frame=60.0).level == diag.OK
+    lost = diag.camera_status(**{**kw, "connected": False, "last_error": "gone"}, measured_fps=0.0,
+                              seconds_since_last_frame=3.0)
+    assert lost.level == diag.ERROR and "camera lost" in lost.message
 
 
 def test_to_diagnostic_array_with_stand_in_message_classes():

@@ -1,1 +1,1 @@
-"""Command-line tools on the built-in runtime (ros2cli-like verbs) and their pure helpers."""
+"""ros2cli-like command-line verbs on rclpy (``gemma3nvla-ros topic|param|node|service``) and their pure helpers."""

@@ -1,23 +1,28 @@
 """The short-lived node every ``gemma3nvla-ros topic|param|node|service`` command runs on.
 
-Always the built-in runtime (the commands exist for machines without ROS), hidden name
-``_gemma3nvla_ros_cli_<pid>`` (a leading underscore hides it from ``node list``, as ros2cli's
-``_ros2cli_*`` nodes), no /rosout and no parameter services, so it adds as little as possible to
-the graph it looks at. Discovery is waited for by polling, never by a fixed sleep.
+A hidden name (``_gemma3nvla_ros_cli_<pid>``: the leading underscore keeps it out of ``node list``,
+as ros2cli's ``_ros2cli_*`` nodes), no /rosout and no parameter services, so it adds as little as
+possible to the graph it looks at. There is no ros2 daemon here: every command discovers the graph
+from scratch, so waits poll the graph until what is wanted shows up (a node, a topic's type, a
+service), with a timeout.
 """
 from __future__ import annotations
 
+import importlib
 import os
 import time
 from contextlib import contextmanager
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator
 
-from gemma3nvla_ros.runtime import rclpy_api
-from gemma3nvla_ros.runtime.discovery import Endpoint, monitor_for
-from gemma3nvla_ros.runtime.interfaces import get_type
-from gemma3nvla_ros.runtime.node import Node
+import rclpy
+from rclpy.node import HIDDEN_NODE_PREFIX, Node
+from rclpy.parameter import Parameter
 
-POLL_S = 0.02
+POLL_S = 0.05
+# How long the list verbs listen by default: Fast DDS' participant announcement period, and then some.
+LIST_SPIN_S = 3.5
+# Default longest wait for one wanted thing (a node, a topic's type); found sooner, no wait.
+DISCOVERY_TIMEOUT_S = 5.0
 
 
 class CliError(Exception):
@@ -25,89 +30,74 @@ class CliError(Exception):
 
 
 def load_type(name: str, kind: str = "msg") -> type:
-    """The class for ``pkg/msg/Name`` (``pkg/Name`` accepted, as ros2cli does)."""
+    """The generated class for ``pkg/msg/Name`` (``pkg/Name`` accepted, as ros2cli does)."""
     parts = name.strip("/").split("/")
     if len(parts) == 2:
         parts = [parts[0], kind, parts[1]]
+    what = "message" if kind == "msg" else "service"
     try:
-        if len(parts) != 3 or parts[1] != kind:
-            raise KeyError(name)
-        return get_type("/".join(parts))
-    except KeyError:
-        what = "message" if kind == "msg" else "service"
-        raise CliError(f"The passed {what} type '{name}' is invalid (or not one this runtime knows)") from None
-
-
-class CliSession:
-    def __init__(self) -> None:
-        rclpy_api.init(args=[])
-        self.node = Node(f"_gemma3nvla_ros_cli_{os.getpid()}", enable_rosout=False,
-                         start_parameter_services=False)
-        self._participant = self.node.context.participant()
-        self._monitor = monitor_for(self._participant)
-        if self._monitor is None:
-            raise CliError("DDS discovery information is not available (builtin topic readers refused)")
-
-    def ok(self) -> bool:
-        return rclpy_api.ok()
-
-    # --- discovery -----------------------------------------------------------------------------------
-    def endpoints(self) -> list[Endpoint]:
-        return self._monitor.endpoints()
-
-    def foreign_endpoints(self) -> list[Endpoint]:
-        return [e for e in self.endpoints() if e.participant_guid != self._participant.guid]
-
-    def publishers(self, topic: str) -> list[Endpoint]:
-        return [e for e in self.endpoints() if e.topic_name == "rt" + topic and not e.is_reader]
-
-    def topic_types(self, topic: str) -> list[str]:
-        return dict(self.node.get_topic_names_and_types()).get(topic, [])
-
-    def wait_for(self, condition: Callable[[], bool], timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while self.ok():
-            if condition():
-                return True
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(POLL_S)
-        return False
-
-    def wait_settled(self, timeout: float, quiet: float = 0.3,
-                     snapshot: Optional[Callable[[], object]] = None) -> None:
-        """Wait until some other participant's endpoints are known and the picture (``snapshot``,
-        default: the endpoint set) has not changed for ``quiet`` seconds, or ``timeout``."""
-        snap = snapshot or (lambda: frozenset(e.guid for e in self.endpoints()))
-        deadline = time.monotonic() + timeout
-        last, since = None, time.monotonic()
-        while self.ok() and time.monotonic() < deadline:
-            now_snap = snap()
-            if now_snap != last:
-                last, since = now_snap, time.monotonic()
-            elif self.foreign_endpoints() and time.monotonic() - since >= quiet:
-                return
-            time.sleep(POLL_S * 2)
-
-    def spin_once(self, timeout_sec: float) -> None:
-        if not self.ok():  # Ctrl-C shut the context down: callers see ok() False and stop
-            return
-        rclpy_api.spin_once(self.node, timeout_sec=timeout_sec)
-
-    def now(self) -> tuple[int, int]:
-        return divmod(self.node.get_clock().now().nanoseconds, 1_000_000_000)
-
-    def close(self) -> None:
-        try:
-            self.node.destroy_node()
-        finally:
-            rclpy_api.try_shutdown()
+        if len(parts) != 3 or parts[1] != kind or not all(parts):
+            raise ValueError(name)
+        cls = getattr(importlib.import_module(f"{parts[0]}.{parts[1]}"), parts[2])
+    except (ImportError, AttributeError, ValueError):
+        raise CliError(f"The passed {what} type '{name}' is invalid (unknown package or name)") from None
+    if not (hasattr(cls, "Request") if kind == "srv" else hasattr(cls, "SLOT_TYPES")):
+        raise CliError(f"The passed type '{name}' is not a {what}")
+    return cls
 
 
 @contextmanager
-def cli_session() -> Iterator[CliSession]:
-    session = CliSession()
+def cli_node() -> Iterator[Node]:
+    """rclpy initialised and the CLI's node; both torn down on the way out (Ctrl-C included)."""
+    rclpy.init(args=[])
     try:
-        yield session
+        node = rclpy.create_node(
+            f"{HIDDEN_NODE_PREFIX}gemma3nvla_ros_cli_{os.getpid()}", start_parameter_services=False,
+            enable_rosout=False,
+            parameter_overrides=[Parameter("start_type_description_service", value=False)])
+        try:
+            yield node
+        finally:
+            node.destroy_node()
     finally:
-        session.close()
+        rclpy.try_shutdown()
+
+
+def wait_for(condition: Callable[[], object], timeout: float) -> bool:
+    """Poll ``condition`` until it holds (True), ``timeout`` passes or rclpy shuts down (False)."""
+    deadline = time.monotonic() + timeout
+    while rclpy.ok():
+        if condition():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(POLL_S)
+    return False
+
+
+def clock_now(node: Node) -> Callable[[], tuple[int, int]]:
+    """(sec, nanosec) of the node's clock: what ``now``/``auto`` stamps in YAML values become."""
+    return lambda: divmod(node.get_clock().now().nanoseconds, 1_000_000_000)
+
+
+def full_node_name(name: str, namespace: str) -> str:
+    return namespace.rstrip("/") + "/" + name
+
+
+def absolute_node_name(name: str) -> str:
+    return name if name.startswith("/") else "/" + name
+
+
+def node_names(node: Node, include_hidden: bool = False) -> list[str]:
+    """Fully qualified names of the nodes in the graph (hidden ones as ros2node filters them)."""
+    return [full_node_name(n, ns) for n, ns in node.get_node_names_and_namespaces()
+            if include_hidden or (n and not n.startswith(HIDDEN_NODE_PREFIX))]
+
+
+def listen_to_graph(seconds: float) -> None:
+    """Let discovery run for ``seconds``: for the verbs that show the whole graph (``topic list``,
+    ``node list``, ``param list`` without a node), which have no one name to wait for. A list
+    cannot tell that it is complete: Fast DDS reports an already running participant either at
+    once or at its next announcement (every 3 s), so stopping when the graph looks still would
+    miss some. This is ros2's ``--no-daemon --spin-time``."""
+    wait_for(lambda: False, seconds)

@@ -1,89 +1,94 @@
 """Parameter values as ``ros2 param`` reads and prints them (pure; rcl_interfaces messages only).
 
 ``ros2 param set`` parses the value text as YAML and picks the parameter type from the result
-(``100`` is an INTEGER, ``100.0`` a DOUBLE, ``[1, 2]`` an INTEGER_ARRAY, anything else a STRING);
-``ros2 param get`` prints ``<Type> value is: <value>``; ``ros2 param dump`` writes a ROS params file.
+(``100`` is an INTEGER, ``100.0`` a DOUBLE, ``[1, 2]`` an INTEGER_ARRAY, ``"'5'"`` the STRING 5,
+anything else the text as a STRING); ``ros2 param get`` prints ``<Type> value is: <value>``;
+``ros2 param describe`` prints the descriptor; ``ros2 param dump`` writes a ROS params file.
 """
 from __future__ import annotations
 
 from typing import Any
 
 import yaml
+from rcl_interfaces.msg import ParameterDescriptor, ParameterType, ParameterValue
+from rclpy.parameter import get_parameter_value, parameter_value_to_python
 
-from gemma3nvla_ros.runtime.interfaces import rcl_interfaces
-
-ParameterType = rcl_interfaces.msg.ParameterType
-ParameterValue = rcl_interfaces.msg.ParameterValue
-
-# type -> (ParameterValue field, `param get` label)
-_FIELDS: dict[int, tuple[str, str]] = {
-    ParameterType.PARAMETER_BOOL: ("bool_value", "Boolean value is:"),
-    ParameterType.PARAMETER_INTEGER: ("integer_value", "Integer value is:"),
-    ParameterType.PARAMETER_DOUBLE: ("double_value", "Double value is:"),
-    ParameterType.PARAMETER_STRING: ("string_value", "String value is:"),
-    ParameterType.PARAMETER_BYTE_ARRAY: ("byte_array_value", "Byte values are:"),
-    ParameterType.PARAMETER_BOOL_ARRAY: ("bool_array_value", "Boolean values are:"),
-    ParameterType.PARAMETER_INTEGER_ARRAY: ("integer_array_value", "Integer values are:"),
-    ParameterType.PARAMETER_DOUBLE_ARRAY: ("double_array_value", "Double values are:"),
-    ParameterType.PARAMETER_STRING_ARRAY: ("string_array_value", "String values are:"),
+# type -> (`param get` label, `param describe`/`param list --param-type` name)
+_LABELS: dict[int, tuple[str, str]] = {
+    ParameterType.PARAMETER_BOOL: ("Boolean value is:", "boolean"),
+    ParameterType.PARAMETER_INTEGER: ("Integer value is:", "integer"),
+    ParameterType.PARAMETER_DOUBLE: ("Double value is:", "double"),
+    ParameterType.PARAMETER_STRING: ("String value is:", "string"),
+    ParameterType.PARAMETER_BYTE_ARRAY: ("Byte values are:", "byte array"),
+    ParameterType.PARAMETER_BOOL_ARRAY: ("Boolean values are:", "boolean array"),
+    ParameterType.PARAMETER_INTEGER_ARRAY: ("Integer values are:", "integer array"),
+    ParameterType.PARAMETER_DOUBLE_ARRAY: ("Double values are:", "double array"),
+    ParameterType.PARAMETER_STRING_ARRAY: ("String values are:", "string array"),
+    ParameterType.PARAMETER_NOT_SET: ("Parameter not set.", "not set"),
 }
 
 
-def value_from_string(text: str) -> Any:
-    """A ParameterValue from the command-line text, exactly as ros2param's get_parameter_value."""
-    value = ParameterValue()
+def value_from_string(text: str) -> ParameterValue:
+    """A ParameterValue from the command-line text, as ``ros2 param set`` (rclpy's
+    ``get_parameter_value``), except that text rclpy cannot take (a mapping, YAML it fails to
+    scan) is the STRING of the text instead of a crash."""
     try:
         parsed = yaml.safe_load(text)
     except yaml.YAMLError:
-        parsed = text
-    if isinstance(parsed, bool):
-        value.type, value.bool_value = ParameterType.PARAMETER_BOOL, parsed
-    elif isinstance(parsed, int):
-        value.type, value.integer_value = ParameterType.PARAMETER_INTEGER, parsed
-    elif isinstance(parsed, float):
-        value.type, value.double_value = ParameterType.PARAMETER_DOUBLE, parsed
-    elif isinstance(parsed, list) and all(isinstance(v, bool) for v in parsed):
-        value.type, value.bool_array_value = ParameterType.PARAMETER_BOOL_ARRAY, parsed
-    elif isinstance(parsed, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in parsed):
-        value.type, value.integer_array_value = ParameterType.PARAMETER_INTEGER_ARRAY, parsed
-    elif isinstance(parsed, list) and all(isinstance(v, float) for v in parsed):
-        value.type, value.double_array_value = ParameterType.PARAMETER_DOUBLE_ARRAY, parsed
-    elif isinstance(parsed, list) and all(isinstance(v, str) for v in parsed):
-        value.type, value.string_array_value = ParameterType.PARAMETER_STRING_ARRAY, parsed
-    else:  # mixed lists, mappings, null: the text itself, as ros2 does
-        value.type, value.string_value = ParameterType.PARAMETER_STRING, text
-    return value
+        parsed = None
+    if parsed is None or isinstance(parsed, dict):
+        return ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=text)
+    return get_parameter_value(text)
 
 
-def python_value(value: Any) -> Any:
-    """The plain Python value of a ParameterValue (None when NOT_SET)."""
-    entry = _FIELDS.get(value.type)
-    if entry is None:
-        return None
-    v = getattr(value, entry[0])
+def python_value(value: ParameterValue) -> Any:
+    """The plain Python value of a ParameterValue (None when NOT_SET; bytes as ints, for YAML)."""
+    plain = parameter_value_to_python(value)
     if value.type == ParameterType.PARAMETER_BYTE_ARRAY:
-        return [b[0] if isinstance(b, bytes) else int(b) for b in v]
-    return list(v) if not isinstance(v, (bool, int, float, str)) else v
+        return [b[0] if isinstance(b, bytes) else int(b) for b in plain]
+    return plain
 
 
-def get_output(value: Any, hide_type: bool = False) -> str:
+def type_string(parameter_type: int) -> str:
+    return _LABELS[parameter_type][1] if parameter_type in _LABELS else f"unknown ({parameter_type})"
+
+
+def get_output(value: ParameterValue, hide_type: bool = False) -> str:
     """What ``ros2 param get`` prints for a value."""
-    if value.type == ParameterType.PARAMETER_NOT_SET:
-        return "Parameter not set."
-    entry = _FIELDS.get(value.type)
-    if entry is None:
+    if value.type not in _LABELS:
         return f"Unknown parameter type '{value.type}'"
+    label = _LABELS[value.type][0]
+    if value.type == ParameterType.PARAMETER_NOT_SET:
+        return "None" if hide_type else label
     shown = python_value(value)
-    return str(shown) if hide_type else f"{entry[1]} {shown}"
+    return str(shown) if hide_type else f"{label} {shown}"
+
+
+def describe_output(descriptor: ParameterDescriptor) -> str:
+    """What ``ros2 param describe`` prints for one parameter."""
+    lines = [f"Parameter name: {descriptor.name}", f"  Type: {type_string(descriptor.type)}"]
+    if descriptor.description:
+        lines.append(f"  Description: {descriptor.description}")
+    lines.append("  Constraints:")
+    if descriptor.read_only:
+        lines.append("    Read only: true")
+    ranges = list(descriptor.floating_point_range) + list(descriptor.integer_range)
+    if ranges:
+        lines += [f"    Min value: {ranges[0].from_value}", f"    Max value: {ranges[0].to_value}"]
+        if ranges[0].step:
+            lines.append(f"    Step: {ranges[0].step}")
+    if descriptor.additional_constraints:
+        lines.append(f"    Additional constraints: {descriptor.additional_constraints}")
+    return "\n".join(lines)
 
 
 def dump_yaml(node_name: str, params: dict[str, Any]) -> str:
     """``ros2 param dump``: ``/node: ros__parameters: {...}``; dotted names nest, keys sorted."""
     tree: dict[str, Any] = {}
     for name in sorted(params):
-        parts = name.split(".")
+        *parents, leaf = name.split(".")
         d = tree
-        for part in parts[:-1]:
+        for part in parents:
             d = d.setdefault(part, {})
-        d[parts[-1]] = params[name]
+        d[leaf] = params[name]
     return yaml.safe_dump({node_name: {"ros__parameters": tree}}, default_flow_style=False, sort_keys=True)

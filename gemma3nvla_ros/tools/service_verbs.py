@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import argparse
 
+import rclpy
+
 from gemma3nvla_ros.tools import msg_yaml
-from gemma3nvla_ros.tools.cli_session import CliError, cli_session, load_type
+from gemma3nvla_ros.tools.cli_session import CliError, cli_node, clock_now, load_type
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -21,17 +23,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def cmd_call(args: argparse.Namespace) -> int:
     srv_type = load_type(args.service_type, kind="srv")
     values = msg_yaml.parse_yaml_values(args.values)
-    with cli_session() as s:
-        request = msg_yaml.fill_message(srv_type.Request, values, s.now)
-        name = s.node.resolve_service_name(args.service_name)
-        client = s.node.create_client(srv_type, name)
+    with cli_node() as node:
+        now = clock_now(node)
+        request = msg_yaml.fill_message(srv_type.Request, values, now)
+        name = node.resolve_service_name(args.service_name)
+        client = node.create_client(srv_type, name)
         if not client.service_is_ready():
             print("waiting for service to become available...", flush=True)
             if not client.wait_for_service(timeout_sec=args.timeout):
                 raise CliError(f"service {name} ({args.service_type}) not available within {args.timeout:g} s")
         print(f"requester: making request: {request!r}\n", flush=True)
-        response = client.call(request, timeout_sec=args.timeout)
-        if response is None:
+        future = client.call_async(request)
+        rclpy.spin_until_future_complete(node, future, timeout_sec=args.timeout)
+        if not future.done():
             raise CliError(f"no response from {name} within {args.timeout:g} s")
-        print(f"response:\n{response!r}\n", flush=True)
+        if future.result() is None:
+            raise CliError(f"Exception while calling service: {future.exception()!r}")
+        print(f"response:\n{future.result()!r}\n", flush=True)
     return 0

@@ -1,4 +1,4 @@
-"""YAML <-> message conversion (pure, no DDS)."""
+"""YAML <-> message conversion on the generated message classes (pure, no DDS)."""
 from __future__ import annotations
 
 import array
@@ -7,14 +7,13 @@ import numpy as np
 import pytest
 import yaml
 
-from gemma3nvla_ros.runtime.interfaces import get_type
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from sensor_msgs.msg import CameraInfo, Image, JointState
+from std_srvs.srv import SetBool
+from trajectory_msgs.msg import JointTrajectory
+
 from gemma3nvla_ros.tools import msg_yaml
 from gemma3nvla_ros.tools.msg_yaml import MessageYamlError
-
-JointState = get_type("sensor_msgs/msg/JointState")
-Image = get_type("sensor_msgs/msg/Image")
-CameraInfo = get_type("sensor_msgs/msg/CameraInfo")
-JointTrajectory = get_type("trajectory_msgs/msg/JointTrajectory")
 
 
 def test_joint_state_yaml_reads_like_ros2_echo():
@@ -42,13 +41,24 @@ def test_long_sequences_and_strings_truncated_with_ellipsis():
     assert d["name"] == ["xxxxx..."]
 
 
-def test_no_arr_placeholders_and_fixed_arrays():
-    info = CameraInfo(k=np.arange(9.0))
+def test_no_arr_and_no_str_placeholders_as_ros2():
+    info = CameraInfo(k=np.arange(9.0), distortion_model="plumb_bob")
     assert msg_yaml.message_to_dict(info)["k"] == [float(i) for i in range(9)]  # numpy -> plain floats
     d = msg_yaml.message_to_dict(JointState(name=["a"], position=[1.0]), no_arr=True)
-    assert d["position"] == "<array type: double, length: 1>"
+    assert d["position"] == "<sequence type: double, length: 1>"
     assert d["name"] == "<sequence type: string, length: 1>"
-    yaml.safe_load(msg_yaml.message_to_yaml(info, no_arr=True))  # placeholders stay valid YAML
+    assert msg_yaml.message_to_dict(info, no_arr=True)["k"] == "<array type: double[9]>"
+    assert msg_yaml.message_to_dict(info, no_str=True)["distortion_model"] == "<string length: <9>>"
+    yaml.safe_load(msg_yaml.message_to_yaml(info, no_arr=True, no_str=True))  # placeholders stay valid YAML
+
+
+def test_sequences_of_messages():
+    msg = DiagnosticArray(status=[DiagnosticStatus(level=b"\x01", name="bus", values=[KeyValue(key="k", value="v")])])
+    d = msg_yaml.message_to_dict(msg)
+    assert d["status"] == [{"level": 1, "name": "bus", "message": "", "hardware_id": "",
+                            "values": [{"key": "k", "value": "v"}]}]
+    assert msg_yaml.message_to_dict(msg, no_arr=True)["status"] == (
+        "<sequence type: diagnostic_msgs/msg/DiagnosticStatus, length: 1>")
 
 
 def test_field_path():
@@ -58,7 +68,9 @@ def test_field_path():
     assert msg_yaml.field_to_yaml(value, spec) == "sec: 3\nnanosec: 0\n"
     value, spec = msg_yaml.get_field(msg, "header.stamp.sec")
     assert msg_yaml.field_to_yaml(value, spec) == "3\n"
-    with pytest.raises(MessageYamlError, match="nope"):
+    value, spec = msg_yaml.get_field(msg, "")
+    assert spec is None and msg_yaml.field_to_yaml(value, spec) == msg_yaml.message_to_yaml(msg)
+    with pytest.raises(MessageYamlError, match="'nope' is not a field of std_msgs/msg/Header"):
         msg_yaml.get_field(msg, "header.nope")
     with pytest.raises(MessageYamlError):
         msg_yaml.get_field(msg, "name.x")
@@ -73,6 +85,17 @@ def test_fill_nested_and_sequences_of_messages():
     assert msg.points[0].positions == array.array("d", [1.0, 2.5])  # ints accepted for float fields
     assert msg.points[0].time_from_start.sec == 1 and msg.points[0].time_from_start.nanosec == 5
     assert msg.points[1].positions == array.array("d")
+
+
+def test_fill_bytes_and_fixed_arrays():
+    msg = msg_yaml.fill_message(DiagnosticStatus, {"level": 2})
+    assert msg.level == b"\x02"
+    assert msg_yaml.fill_message(Image, {"data": [1, 2, 3]}).data == array.array("B", [1, 2, 3])
+    assert list(msg_yaml.fill_message(CameraInfo, {"k": list(range(9))}).k) == [float(i) for i in range(9)]
+    with pytest.raises(MessageYamlError, match="CameraInfo.k"):
+        msg_yaml.fill_message(CameraInfo, {"k": [1.0, 2.0]})  # wrong length for double[9]
+    with pytest.raises(MessageYamlError, match="level"):
+        msg_yaml.fill_message(DiagnosticStatus, {"level": 256})
 
 
 def test_fill_round_trips_through_dict():
@@ -95,10 +118,9 @@ def test_fill_errors_name_the_field(values, needle):
 
 
 def test_bool_and_strings():
-    SetBool = get_type("std_srvs/srv/SetBool_Request")
-    assert msg_yaml.fill_message(SetBool, {"data": True}).data is True
-    with pytest.raises(MessageYamlError):
-        msg_yaml.fill_message(SetBool, {"data": 1})
+    assert msg_yaml.fill_message(SetBool.Request, {"data": True}).data is True
+    with pytest.raises(MessageYamlError, match="std_srvs/srv/SetBool_Request.data: expected true or false"):
+        msg_yaml.fill_message(SetBool.Request, {"data": 1})
     assert msg_yaml.fill_message(JointState, {"header": {"frame_id": 12}}).header.frame_id == "12"
 
 

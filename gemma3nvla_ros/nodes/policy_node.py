@@ -13,6 +13,7 @@ subscriptions and services stay responsive during a 150 ms GPU chunk or a multi-
 """
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -30,8 +31,7 @@ from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 
 from gemma3nvla_ros.contract import Contract, ContractError
-from gemma3nvla_ros.control import units
-from gemma3nvla_ros.control.observation import ObservationRefused, Stamped, build_observation
+from gemma3nvla_ros.control.observation import ObservationRefused, Stamped, build_observation, joint_state_positions
 from gemma3nvla_ros.control.timing import LatencyWindow
 from gemma3nvla_ros.hardware import diagnostics as diag
 from gemma3nvla_ros.hardware.calibration import (
@@ -92,6 +92,10 @@ class PolicyNode(Node):
         self.calibration_file = self._declare("calibration_file", "", "explicit calibration JSON (overrides robot_id)")
         self.task = self._declare("task", "", "what the robot should do; changes take effect on the next chunk",
                                   read_only=False)
+        self.cpu_threads = int(self._declare(
+            "cpu_threads", 0, "torch CPU threads for inference; 0 = half the cores (the other nodes need some)"))
+        self.demo_size = [int(v) for v in self._declare(
+            "demo_camera_size", [640, 480], "checkpoint 'demo': the cameras' width and height it is built for")]
         self.max_age = self._declare(
             "max_observation_age", 0.5, "refuse to infer on any input older than this (s)", read_only=False,
             floating_point_range=[FloatingPointRange(from_value=0.01, to_value=60.0)])
@@ -127,7 +131,7 @@ class PolicyNode(Node):
             self.contract = Contract.load(self.contract_path)
         except (ContractError, OSError) as exc:
             raise StartupError(f"contract {self.contract_path}: {exc}") from exc
-        self.units = units.DatasetUnits(self._joint_ranges(), self.contract.units)
+        self.units = self.contract.dataset_units(self._calibration())
         if self.task:
             try:
                 self.task = check_task(self.task)
@@ -135,9 +139,11 @@ class PolicyNode(Node):
                 raise StartupError(f"task: {exc}") from exc
         checkpoint = self._resolve_checkpoint()
         log.info(f"loading {checkpoint} on {self.device} ({self.dtype})")
+        threads = self.cpu_threads or max(1, (os.cpu_count() or 2) // 2)
         try:
-            self.runner = PolicyRunner(checkpoint, device=self.device, dtype=self.dtype)
-            self.contract.check_features(self.runner.input_features, self.runner.output_features)
+            self.runner = PolicyRunner(checkpoint, device=self.device, dtype=self.dtype, threads=threads)
+            self.contract.check_features(self.runner.input_features, self.runner.output_features,
+                                         self.runner.chunk_size)
         except (PolicyLoadError, ContractError) as exc:
             raise StartupError(str(exc)) from exc
         t0 = time.monotonic()
@@ -172,19 +178,16 @@ class PolicyNode(Node):
         self.get_logger().warn(
             f"checkpoint 'demo': a small UNTRAINED Gemma3nVLA ({path}); its actions are random-looking. "
             "Point `checkpoint` at a trained LeRobot checkpoint for real work")
-        return str(ensure_demo_checkpoint(path, self.contract))
+        width, height = self.demo_size
+        return str(ensure_demo_checkpoint(path, self.contract, camera_shape=(height, width)))
 
-    def _joint_ranges(self) -> units.JointRanges:
+    def _calibration(self):
+        """The arm's LeRobot calibration: range and gripper units depend on it."""
         motors = {n: i for i, n in enumerate(self.contract.joints, start=1)}
-        try:
-            path = resolve_calibration_path(self.robot_id, self.calibration_file)
-            calibration = load_calibration(path, motors)
-        except CalibrationError as exc:
-            if self.robot_id or self.calibration_file:
-                raise StartupError(str(exc)) from exc
+        if not (self.robot_id or self.calibration_file):
             self.get_logger().info("no robot_id/calibration_file: the built-in example calibration (sim)")
-            calibration = parse_calibration(EXAMPLE_CALIBRATION, motors)
-        return units.JointRanges.from_calibration(calibration, list(self.contract.joints))
+            return parse_calibration(EXAMPLE_CALIBRATION, motors)
+        return load_calibration(resolve_calibration_path(self.robot_id, self.calibration_file), motors)
 
     # -- inputs ---------------------------------------------------------------------------------------
     def _on_image(self, key: str, msg) -> None:
@@ -193,7 +196,7 @@ class PolicyNode(Node):
 
     def _on_joint_state(self, msg) -> None:
         with self._lock:
-            self._joint_state = Stamped(stamp_ns(msg.header.stamp), dict(zip(msg.name, msg.position)))
+            self._joint_state = Stamped(stamp_ns(msg.header.stamp), joint_state_positions(msg))
 
     def _on_task_topic(self, msg) -> None:
         result = self.set_parameters([Parameter("task", value=msg.data)])[0]
@@ -258,7 +261,7 @@ class PolicyNode(Node):
         try:
             decoded = {k: None if v is None else Stamped(v.stamp_ns, image_to_rgb(v.value)) for k, v in images.items()}
             obs = build_observation(self.contract, self.units, decoded, joint_state, task, now,
-                                    int(self.max_age * 1e9))
+                                    int(self.max_age * 1e9), image_shapes=self.runner.image_shapes)
         except (ObservationRefused, ValueError) as exc:
             self._refuse(str(exc))
             return

@@ -35,7 +35,7 @@ def checkpoint(tmp_path_factory) -> str:
     from gemma3nvla_ros.policy.demo_checkpoint import ensure_demo_checkpoint
 
     contract = Contract.load(config_dir() / "so101_contract.yaml")
-    return str(ensure_demo_checkpoint(tmp_path_factory.mktemp("ckpt") / "demo", contract))
+    return str(ensure_demo_checkpoint(tmp_path_factory.mktemp("ckpt") / "demo", contract, camera_shape=(48, 64)))
 
 
 class Watch:
@@ -174,6 +174,7 @@ def test_faults_dead_camera_killed_policy_and_tasks(ros, watch, start_node, chec
     procs["policy"].proc.kill()
     killed_at = time.monotonic()
     assert spin_until(ros, watch.node, lambda: "holding" in (watch.value("action queue", "_message") or ""), 30.0)
+    spin_for(ros, watch.node, 1.0)
     after = [c for c in watch.commands if c[0] > killed_at]
     gaps = np.diff([t for t, _ in after])
     assert len(after) > 30 and gaps.max() < 0.5, gaps.max()
@@ -209,19 +210,20 @@ def test_aggregator_rejects_bad_chunks_and_never_moves_for_them(ros, watch, star
             msg.points.append(point)
         return msg
 
-    spin_for(ros, watch.node, 2.0, each=joint_state)
+    assert spin_until(ros, watch.node, lambda: chunk_pub.get_subscription_count() > 0
+                      and state_pub.get_subscription_count() > 0, 30.0), agg.output
+    spin_for(ros, watch.node, 0.5, each=joint_state)
     good = np.zeros((50, 6))
     bad = [
-        chunk(np.full((50, 6), np.nan)),
-        chunk(good[:, :5], names=names[:5]),  # a joint missing
-        chunk(good, names=names[:5] + ["elbow"]),  # an unknown joint
-        chunk(good, dt_ns=0),  # time_from_start not increasing
-        chunk(good, age_s=10.0),  # entirely in the past
+        (chunk(np.full((50, 6), np.nan)), "non-finite position"),
+        (chunk(good[:, :5], names=names[:5]), "missing ['gripper']"),
+        (chunk(good, names=names[:5] + ["elbow"]), "unknown ['elbow']"),
+        (chunk(good, dt_ns=0), "not strictly increasing"),
+        (chunk(good, age_s=10.0), "entirely in the past"),
     ]
-    for msg in bad:
-        chunk_pub.publish(msg)
-        spin_for(ros, watch.node, 0.2, each=joint_state)
-    assert spin_until(ros, watch.node, lambda: watch.value("action queue", "chunks_rejected") == str(len(bad)), 10.0), \
-        agg.output
+    for msg, reason in bad:  # each one until its rejection is reported (a first sample can precede matching)
+        rejected = spin_until(ros, watch.node, lambda: (chunk_pub.publish(msg), joint_state())
+                              and reason in (watch.value("action queue", "last_rejection") or ""), 15.0)
+        assert rejected, (reason, watch.value("action queue", "last_rejection"), agg.output)
     assert watch.commands == []  # nothing to execute: never started from a bad chunk
     assert "rejected action chunk" in agg.output

@@ -239,6 +239,9 @@ class ActionAggregator(Node):
                              {k: str(v) for k, v in values.items()})
         self.diag_pub.publish(diag.to_diagnostic_array([status], now.to_msg(), diagnostic_msgs.msg))
 
+    def close(self) -> None:
+        """Nothing to release: when the commands stop, the bridge's watchdog holds the arm."""
+
 
 def main(args: list[str] | None = None) -> int:
     return run_node(ActionAggregator, (StartupError,), args)

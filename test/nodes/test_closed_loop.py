@@ -13,6 +13,8 @@ import diagnostic_msgs.msg
 import numpy as np
 import pytest
 import sensor_msgs.msg
+import std_msgs.msg
+import std_srvs.srv
 import trajectory_msgs.msg
 from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.srv import SetParameters
@@ -90,6 +92,15 @@ def _set_task(ros, node, task: str):
     return future.result().results[0]
 
 
+def _trigger(ros, node, service: str):
+    client = node.create_client(std_srvs.srv.Trigger, service)
+    assert client.wait_for_service(timeout_sec=30.0)
+    future = client.call_async(std_srvs.srv.Trigger.Request())
+    assert spin_until(ros, node, future.done, 10.0)
+    node.destroy_client(client)
+    return future.result()
+
+
 def _max_step(commands: list) -> float:
     steps = [np.max(np.abs(np.subtract(b[1].position, a[1].position))) for a, b in zip(commands, commands[1:])]
     return max(steps) if steps else 0.0
@@ -123,6 +134,8 @@ def test_launched_graph_closes_the_loop(ros, watch, checkpoint, tmp_path):
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=60) == 0, "".join(lines[-60:])
+    assert "Traceback" not in "".join(lines), "".join(lines)
+    assert "torque disabled" in "".join(lines)
 
 
 def _start_loop(start_node, checkpoint: str, *policy_params: str):
@@ -150,6 +163,21 @@ def test_faults_dead_camera_killed_policy_and_tasks(ros, watch, start_node, chec
     n = len(watch.chunks)
     assert spin_until(ros, watch.node, lambda: len(watch.chunks) > n + 1
                       and watch.value("policy", "task") == "put the cube in the box", 60.0)
+
+    # Programs can stream instructions on ~/task (same validation as the parameter).
+    task_pub = watch.node.create_publisher(std_msgs.msg.String, "/gemma3nvla_policy/task", 10)
+    assert spin_until(ros, watch.node, lambda: task_pub.publish(std_msgs.msg.String(data="stack the blocks"))
+                      or watch.value("policy", "task") == "stack the blocks", 30.0)
+
+    # ~/stop: no new chunks and the aggregator drops its plan and holds; ~/start resumes.
+    n = len(watch.chunks)
+    assert _trigger(ros, watch.node, "/gemma3nvla_policy/stop").success
+    assert spin_until(ros, watch.node, lambda: "holding" in (watch.value("action queue", "_message") or ""), 10.0)
+    spin_for(ros, watch.node, 1.5)
+    assert [len(c[1].points) for c in watch.chunks[n:]] == [0]  # only the cancel
+    n = len(watch.chunks)
+    assert _trigger(ros, watch.node, "/gemma3nvla_policy/start").success
+    assert spin_until(ros, watch.node, lambda: len(watch.chunks) >= n + 2, 60.0)
 
     # A dead camera: no more chunks, and the policy says why.
     procs["wrist"].stop()

@@ -19,14 +19,15 @@ COMMANDS = {
     "param": "list, get, set, describe and dump node parameters (like `ros2 param`)",
     "node": "list the nodes in the graph (like `ros2 node list`)",
     "service": "call a service (like `ros2 service call`)",
+    "view": "write a camera topic's newest frame to an image file (no ROS tools needed)",
 }
 
 
 def build_parser(prog: str = "gemma3nvla-ros") -> argparse.ArgumentParser:
-    from gemma3nvla_ros.tools import node_verbs, param_verbs, service_verbs, topic_verbs
+    from gemma3nvla_ros.tools import node_verbs, param_verbs, service_verbs, topic_verbs, view_verbs
     parser = argparse.ArgumentParser(prog=prog)
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (topic_verbs, param_verbs, node_verbs, service_verbs):
+    for module in (topic_verbs, param_verbs, node_verbs, service_verbs, view_verbs):
         module.add_parser(sub)
     return parser
 

@@ -177,3 +177,19 @@ def test_hz_stats_math():
     assert n == 3  # only the last 3 periods: 0.1, 0.2, 0.1
     assert math.isclose(rate, 1 / (0.4 / 3)) and math.isclose(lo, 0.1) and math.isclose(hi, 0.2)
     assert math.isclose(std, math.sqrt(((0.1 - 0.4 / 3) ** 2 * 2 + (0.2 - 0.4 / 3) ** 2) / 3))
+
+
+def test_view_writes_the_cameras_frame_to_a_file(robot, cli, tmp_path):
+    import cv2
+
+    out = tmp_path / "wrist.png"
+    result = cli("view", "/cameras/wrist_cam/image_raw", "--once", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    frame = cv2.imread(str(out))
+    assert frame is not None and frame.shape == (robot.camera_height, robot.camera_width, 3)
+    assert frame.std() > 0  # the synthetic pattern, not a blank
+
+
+def test_view_of_a_non_image_topic_fails_clearly(robot, cli, tmp_path):
+    result = cli("view", "/joint_states", "--once", "--out", str(tmp_path / "x.jpg"), "--timeout", "3")
+    assert result.returncode == 1 and "no image topic /joint_states" in result.stderr

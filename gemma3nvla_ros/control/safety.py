@@ -155,6 +155,12 @@ class ArmGoalController:
         goals = units.ticks_to_goal(self._step(self._clip_range(held), present))
         return dict(zip(self.names, goals.tolist()))
 
+    def target_outside_range(self) -> list[str]:
+        """Joints whose commanded target lies outside the calibrated range (it will be clamped)."""
+        if self._target is None:
+            return []
+        return [n for n, a, b in zip(self.names, self._clip_range(self._target), self._target) if a != b]
+
     def reset(self) -> None:
         """Forget commands (after torque was re-enabled / reconnect): back to IDLE."""
         self.state = WatchdogState.IDLE

@@ -124,7 +124,7 @@ class So101Bridge(Node):
         self.connected = False
         self.fault = ""
         self.commands_rejected = 0
-        self.goals_clamped = 0
+        self.commands_range_clamped = 0
         self.goals_step_clamped = 0
         self.tripped: set[str] = set()  # an alarm was seen: torque waits for ~/enable (manual recovery)
         self._last_present = None
@@ -310,6 +310,11 @@ class So101Bridge(Node):
                 self.get_logger().warn("joint command before the first servo read: ignored", throttle_duration_sec=1.0)
                 return
             self.controller.on_command(cmd.positions, self.steady.now().nanoseconds, self._last_present)
+            outside = self.controller.target_outside_range()
+        if outside:
+            self.commands_range_clamped += 1
+            self.get_logger().warn(f"command outside the calibrated range for {outside}: clamped",
+                                   throttle_duration_sec=2.0)
         if first:
             self.get_logger().info(
                 f"first joint command accepted. Commands are a stream: after {self.command_timeout:g} s "
@@ -357,12 +362,6 @@ class So101Bridge(Node):
             return
         if result.step_clamped:
             self.goals_step_clamped += 1  # normal when a target is far: counted, not logged
-        if result.range_clamped:
-            self.goals_clamped += 1
-            self.get_logger().warn(
-                f"command outside the calibrated range for {result.range_clamped}: clamped",
-                throttle_duration_sec=2.0,
-            )
         try:
             self.bus.write_goals(dict(zip(self.joint_names, result.goals.tolist())))
         except BusPortError as exc:
@@ -517,7 +516,7 @@ class So101Bridge(Node):
                     "watchdog": self.controller.state.value,
                     "commands_accepted": self.controller.commands_accepted,
                     "commands_rejected": self.commands_rejected,
-                    "goals_range_clamped": self.goals_clamped,
+                    "commands_range_clamped": self.commands_range_clamped,
                     "goals_step_clamped": self.goals_step_clamped,
                     "motor_recoveries": sum(h.recoveries for h in self.bus.health.values()),
                     "awaiting_enable": ", ".join(sorted(self.tripped)) or "none",

@@ -219,3 +219,12 @@ def test_motors_that_tripped_wait_for_the_operator():
     health["wrist_flex"].torque_enabled = False  # alarm cleared, torque still off
     assert motors_to_recover(health) == ["wrist_flex"]
     assert motors_to_recover(health, tripped={"wrist_flex"}) == []
+
+
+def test_target_outside_range_names_the_joints_of_the_last_command():
+    ctl = _controller()
+    assert ctl.target_outside_range() == []
+    ctl.on_command({"elbow_flex": 10.0}, 0, RANGES.mid.copy())  # far past the calibrated limit
+    assert ctl.target_outside_range() == ["elbow_flex"]
+    ctl.on_command({"elbow_flex": 0.1}, 1, None)
+    assert ctl.target_outside_range() == []

@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# Shared helpers (helpers_ros, helpers_bridge, helpers_policy) import absolutely from test/. Done here
+# rather than with pytest's `pythonpath` option, which Humble's pytest 6 does not know.
+if str(REPO / "test") not in sys.path:
+    sys.path.insert(0, str(REPO / "test"))
 
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"  # Iron and later
 if os.environ.get("ROS_DISTRO") == "humble":

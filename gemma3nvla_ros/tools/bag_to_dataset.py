@@ -100,12 +100,41 @@ class Plan:
 
 # --- reading ----------------------------------------------------------------------------------------------
 
+_MALLOC_TUNED = False
+
+
+def tune_malloc_for_large_messages() -> None:
+    """Keep megabyte-sized message buffers on the heap (glibc only; once per process).
+
+    rosbags copies every message of a chunk into a fresh bytes object. With glibc's default, each
+    allocation above its (dynamic) mmap threshold is a fresh mmap, page-faulted in and unmapped again, which
+    made reading a bag of 640x480 images 3-7x slower than the copying itself (measured:
+    ``benchmarks/bench_bag_read.py``). A fixed 16 MiB threshold and a 256 MiB trim threshold reuse the
+    memory instead; the process keeps at most that much freed memory. Harmless elsewhere.
+    """
+    global _MALLOC_TUNED
+    if _MALLOC_TUNED:
+        return
+    _MALLOC_TUNED = True
+    try:
+        import ctypes
+        import ctypes.util
+
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        libc.mallopt(m_mmap_threshold, 16 << 20)
+        libc.mallopt(m_trim_threshold, 256 << 20)
+    except (OSError, AttributeError):
+        pass  # not glibc: nothing to tune
+
+
 def _open(bag: Path):
     from rosbags.highlevel import AnyReader
     from rosbags.typesys import Stores, get_typestore
 
     if not (bag / "metadata.yaml").is_file() and not bag.is_file():
         raise ConversionError(f"{bag} is not a rosbag2 directory (no metadata.yaml)")
+    tune_malloc_for_large_messages()
     return AnyReader([bag], default_typestore=get_typestore(Stores.ROS2_JAZZY))
 
 

@@ -165,11 +165,15 @@ class BagRecorder:
         self.stats = RecordStats()
         self.typestore = _typestore()
         self.writer = Writer(self.path, version=9, storage_plugin=StoragePlugin[storage.upper()])
-        self.writer.open()
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._error: BaseException | None = None
+        # Every storage call happens on the writer thread (sqlite3 objects must stay on their thread).
+        self._opened = threading.Event()
         self._thread = threading.Thread(target=self._write_loop, name="bag-writer", daemon=True)
         self._thread.start()
-        self._error: BaseException | None = None
+        self._opened.wait()
+        if self._error is not None:
+            raise RuntimeError(f"cannot create {self.path}: {self._error}") from self._error
         self._subscriptions: list[Any] = []
         self._closed = False
 
@@ -240,10 +244,21 @@ class BagRecorder:
 
     # writer thread ----------------------------------------------------------------------------------------
     def _write_loop(self) -> None:
+        try:
+            self.writer.open()
+        except BaseException as exc:  # noqa: BLE001 - reported by __init__
+            self._error = exc
+            return
+        finally:
+            self._opened.set()
         connections: dict[int, Any] = {}
         while True:
             item = self._queue.get()
             if item is None:
+                try:
+                    self.writer.close()
+                except BaseException as exc:  # noqa: BLE001 - reported by close()
+                    self._error = self._error or exc
                 return
             if self._error is not None:
                 continue  # keep draining; the error is reported on close
@@ -266,7 +281,6 @@ class BagRecorder:
         self.stop_subscriptions()
         self._queue.put(None)
         self._thread.join()
-        self.writer.close()
         if self._error is not None:
             raise RuntimeError(f"writing {self.path} failed: {self._error}") from self._error
 

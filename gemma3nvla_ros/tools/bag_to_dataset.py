@@ -386,8 +386,10 @@ def convert(
         if p.image_shapes != shapes:
             raise ConversionError(f"image sizes differ between bags: {plans[0].bag} {shapes}, {p.bag} {p.image_shapes}")
 
+    import datasets
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
+    datasets.disable_progress_bars()  # one "Map" bar per episode says nothing here
     ds = LeRobotDataset.create(
         repo_id=repo_id or f"local/{output.name}", fps=int(round(spec.fps)), root=output, robot_type=robot_type,
         features=dataset_features(spec.joints, shapes, video), use_videos=video, vcodec=vcodec,

@@ -322,8 +322,12 @@ def main(argv: list[str] | None = None) -> int:
     code = 0
     try:
         node = rclpy.create_node(f"gemma3nvla_bag_recorder_{os.getpid()}", start_parameter_services=False)
-        recorder = BagRecorder(node, out, args.topics, all_topics=args.all, storage=args.storage,
-                               log=lambda line: print(line, file=sys.stderr, flush=True))
+        try:
+            recorder = BagRecorder(node, out, args.topics, all_topics=args.all, storage=args.storage,
+                                   log=lambda line: print(line, file=sys.stderr, flush=True))
+        except RuntimeError as exc:
+            print(f"gemma3nvla-ros bag record: {exc}", file=sys.stderr)
+            return 1
         print(f"[bag record] recording to {out} ({args.storage}); Ctrl-C stops", file=sys.stderr, flush=True)
         executor = SingleThreadedExecutor()
         executor.add_node(node)

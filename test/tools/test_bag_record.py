@@ -144,3 +144,26 @@ def test_max_duration_and_all_topics(ros, listener, tmp_path):
         conns = [c for c in reader.connections if c.topic == "/chatter_for_bag"]
         assert conns and sum(c.msgcount for c in conns) > 0
         assert {c.topic for c in reader.connections} >= {"/chatter_for_bag", "/rosout"}
+
+
+def test_message_definitions_from_the_ros_installation(tmp_path, monkeypatch):
+    """Types rosbags does not ship are read from <prefix>/share/<pkg>/msg/*.msg, dependencies included."""
+    from gemma3nvla_ros.tools.bag_record import _typestore, message_definition
+
+    msg_dir = tmp_path / "share" / "my_robot_msgs" / "msg"
+    msg_dir.mkdir(parents=True)
+    (msg_dir / "Grip.msg").write_text("std_msgs/Header header\nmy_robot_msgs/Finger[] fingers\nfloat32 force\n")
+    (msg_dir / "Finger.msg").write_text("uint8 CLOSED=0\nstring name\nfloat64 angle\n")
+    monkeypatch.setenv("AMENT_PREFIX_PATH", f"/nonexistent:{tmp_path}")
+    store = _typestore()
+    msgdef, rihs01 = message_definition(store, "my_robot_msgs/msg/Grip")
+    assert "my_robot_msgs/Finger[] fingers" in msgdef and "MSG: my_robot_msgs/Finger" in msgdef
+    assert rihs01.startswith("RIHS01_")
+    Grip, Finger = store.types["my_robot_msgs/msg/Grip"], store.types["my_robot_msgs/msg/Finger"]
+    Header, Time = store.types["std_msgs/msg/Header"], store.types["builtin_interfaces/msg/Time"]
+    msg = Grip(header=Header(stamp=Time(sec=1, nanosec=2), frame_id="g"), fingers=[Finger(name="a", angle=0.5)], force=2.0)
+    back = store.deserialize_cdr(store.serialize_cdr(msg, "my_robot_msgs/msg/Grip"), "my_robot_msgs/msg/Grip")
+    assert back.fingers[0].name == "a" and back.force == 2.0
+    with pytest.raises(KeyError):
+        message_definition(store, "nobody_msgs/msg/Missing")
+    assert message_definition(store, "sensor_msgs/msg/JointState")[1] == store.hash_rihs01("sensor_msgs/msg/JointState")

@@ -3,8 +3,6 @@ torques it (on the byte-level simulator, through feetech-servo-sdk)."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
@@ -18,14 +16,11 @@ from gemma3nvla_ros.hardware.leader_arm import (
 
 
 def test_leader_location_is_lerobots_teleoperator_dir(tmp_path):
-    env = {"HF_LEROBOT_CALIBRATION": str(tmp_path)}
-    ours = subprocess.run(
-        [sys.executable, "-c",
-         "from lerobot.teleoperators.so_leader import SOLeader;"
-         "from lerobot.utils.constants import HF_LEROBOT_CALIBRATION as c, TELEOPERATORS as t;"
-         "print(c / t / SOLeader.name)"],
-        env={**env, "PATH": ""}, capture_output=True, text=True, check=True,
-    ).stdout.strip()
+    from lerobot.teleoperators.so_leader import SOLeader
+    from lerobot.utils.constants import TELEOPERATORS
+
+    env = {"HF_LEROBOT_CALIBRATION": str(tmp_path)}  # LeRobot's Teleoperator: <calibration>/<TELEOPERATORS>/<name>
+    ours = tmp_path / TELEOPERATORS / SOLeader.name
     with pytest.raises(CalibrationError) as exc:
         resolve_leader_calibration_path("lead1", port="/dev/ttyACM1", env=env)
     text = str(exc.value)

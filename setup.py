@@ -53,6 +53,7 @@ setup(
             "gemma3nvla-ros = gemma3nvla_ros.cli:main",
             "camera_node = gemma3nvla_ros.nodes.camera_node:main",
             "so101_bridge = gemma3nvla_ros.nodes.so101_bridge:main",
+            "so101_leader = gemma3nvla_ros.nodes.so101_leader:main",
             "gemma3nvla_policy = gemma3nvla_ros.nodes.policy_node:main",
             "action_aggregator = gemma3nvla_ros.nodes.action_aggregator:main",
             "sim_servo_bus = gemma3nvla_ros.hardware.sim_bus:main",

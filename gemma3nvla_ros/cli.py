@@ -4,6 +4,8 @@
     gemma3nvla-ros launch so101_pickplace --show-args
     gemma3nvla-ros run so101_bridge --ros-args -p mode:=sim
     gemma3nvla-ros topic echo /joint_states --once       (also: topic list|hz|pub, param, node, service)
+    gemma3nvla-ros bag record /joint_states /joint_commands -o demo_bag
+    gemma3nvla-ros bag-to-dataset demo_bag -o datasets/demo --task "pick the cube" --robot-id my_follower
 """
 from __future__ import annotations
 
@@ -20,6 +22,14 @@ from gemma3nvla_ros.tools import ros2cli
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    # --- recording demonstrations (tools/bag_record.py, tools/bag_to_dataset.py) ---
+    if argv[:2] == ["bag", "record"]:
+        from gemma3nvla_ros.tools import bag_record
+        return bag_record.main(argv[2:])
+    if argv[:1] == ["bag-to-dataset"]:
+        from gemma3nvla_ros.tools import bag_to_dataset
+        return bag_to_dataset.main(argv[1:])
+    # --- end recording ---
     if argv and argv[0] in ros2cli.COMMANDS:  # the ros2cli-like verbs have their own parser
         return ros2cli.main(argv)
     parser = argparse.ArgumentParser(prog="gemma3nvla-ros", description=__doc__.split("\n")[0])

@@ -190,3 +190,18 @@ def test_bad_parameter_values_refuse_to_start(start_node, bad):
     proc = start_node(BRIDGE, "-p", "mode:=sim", "-p", bad, name="bridge")
     assert proc.wait_exit() == 2, proc.output
     assert "Traceback" not in proc.output
+
+
+def test_an_incompatible_qos_publisher_is_reported_not_silently_ignored(ros, arm, start_node):
+    """A best-effort publisher never reaches the bridge's reliable /joint_commands subscription: rclpy
+    says so in the bridge's log (and nothing moves)."""
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import JointState
+
+    proc = start_node(BRIDGE, "-p", "mode:=sim", name="bridge")
+    wait_states(ros, arm, proc)
+    best_effort = arm.node.create_publisher(JointState, "/joint_commands", qos_profile_sensor_data)
+    before = arm.positions()
+    spin_for(ros, arm.node, 1.0, each=lambda: best_effort.publish(JointState(name=["elbow_flex"], position=[0.5])))
+    assert spin_until(ros, arm.node, lambda: "incompatible QoS" in proc.output, 15.0), proc.output
+    assert abs(arm.positions()["elbow_flex"] - before["elbow_flex"]) < 0.005

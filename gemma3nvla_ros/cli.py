@@ -4,6 +4,8 @@
     gemma3nvla-ros launch so101_pickplace --show-args
     gemma3nvla-ros run so101_bridge --ros-args -p mode:=sim
     gemma3nvla-ros topic echo /joint_states --once       (also: topic list|hz|pub, param, node, service)
+    gemma3nvla-ros eval-bag <bag> --checkpoint <ckpt> --out <dir>
+    gemma3nvla-ros bag play <bag> [--rate R] [--topics ...]   (also: bag info <bag>)
 """
 from __future__ import annotations
 
@@ -22,6 +24,16 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in ros2cli.COMMANDS:  # the ros2cli-like verbs have their own parser
         return ros2cli.main(argv)
+    # --- offline evaluation and bag replay (tools/eval_bag.py, tools/bag_replay.py): their own parsers ---
+    if argv[:1] == ["eval-bag"]:
+        from gemma3nvla_ros.tools import eval_bag
+
+        return eval_bag.main(argv[1:])
+    if argv[:1] == ["bag"] and argv[1:2] in (["play"], ["info"]):
+        from gemma3nvla_ros.tools import bag_replay
+
+        return bag_replay.main(argv[1:])
+    # --- end offline evaluation and bag replay ---
     parser = argparse.ArgumentParser(prog="gemma3nvla-ros", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     launch = sub.add_parser("launch", help="start every node of a graph, each as its own process")
@@ -36,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("args", nargs=argparse.REMAINDER)
     for name, help_text in ros2cli.COMMANDS.items():  # listed in --help; parsed by ros2cli.main
         sub.add_parser(name, help=help_text, add_help=False)
+    sub.add_parser("eval-bag", help="run a checkpoint on a recorded bag and write a report", add_help=False)
+    if "bag" not in sub.choices:  # `bag play|info` here; other bag verbs may add the parser first
+        sub.add_parser("bag", help="bag play | info (replay a bag with /clock, describe a bag)", add_help=False)
     launch_arguments: list[str] = []
     if argv and argv[0] == "launch":  # name:=value may stand anywhere, as with `ros2 launch`
         launch_arguments = [a for a in argv[1:] if ":=" in a]

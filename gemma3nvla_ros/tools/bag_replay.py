@@ -187,7 +187,7 @@ class Player:
             if period is not None and now >= next_clock:
                 self._publish_clock(self.start_ns)
                 next_clock += period
-            time.sleep(max(0.0, min(wall0, next_clock if period else wall0) - time.monotonic()))
+            time.sleep(max(0.0, min(wall0, next_clock if period else wall0, time.monotonic() + 0.1) - time.monotonic()))
             now = time.monotonic()
         last_ns = self.start_ns
         for m in self.bag.messages(self.topics, start_ns=self.start_ns):
@@ -201,7 +201,7 @@ class Player:
                     continue
                 if now >= due:
                     break
-                time.sleep(min(due, next_clock if period is not None else due) - now)
+                time.sleep(min(due - now, (next_clock - now) if period is not None else 0.1, 0.1))
             if self.stop:
                 break
             lag = time.monotonic() - due
@@ -237,7 +237,8 @@ def build_parser(prog: str = "gemma3nvla-ros bag") -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None, prog: str = "gemma3nvla-ros bag") -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv is None:  # the bag_play console script (ros2 run gemma3nvla_ros bag_play ...)
+        argv, prog = sys.argv[1:], "bag_play"
     ros_args: list[str] = []
     if "--ros-args" in argv:  # `ros2 run gemma3nvla_ros bag_play ... --ros-args -r __ns:=/x`
         i = argv.index("--ros-args")
@@ -268,7 +269,7 @@ def _play(args: argparse.Namespace, ros_args: list[str]) -> int:
         import rclpy
         from rclpy.signals import SignalHandlerOptions
 
-        rclpy.init(args=["--ros-args", *ros_args[1:]] if ros_args else None,
+        rclpy.init(args=["--ros-args", *ros_args[1:]] if ros_args else [],
                    signal_handler_options=SignalHandlerOptions.NO)
         node = rclpy.create_node("gemma3nvla_bag_player")
         player = None

@@ -835,7 +835,9 @@ def main(argv: list[str] | None = None, prog: str = "gemma3nvla-ros eval-bag") -
 
     from gemma3nvla_ros.tools import eval_report
 
-    args = build_parser(prog).parse_args(sys.argv[1:] if argv is None else argv)
+    if argv is None:  # the eval_bag console script (ros2 run gemma3nvla_ros eval_bag ...)
+        argv, prog = sys.argv[1:], "eval_bag"
+    args = build_parser(prog).parse_args(argv)
     out = Path(args.out).expanduser()
     try:
         eval_report.check_out(out, args.force)

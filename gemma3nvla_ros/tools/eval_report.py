@@ -286,7 +286,7 @@ figure {{ margin: .5em 0; }} img {{ max-width: 100%; }} figcaption {{ font-size:
 <tr><td>task</td><td>{e(str(doc['policy'].get('task') or ('from ' + str(topics['task']))))}</td></tr>
 <tr><td>cameras</td><td>{cams}</td></tr>
 <tr><td>reference</td><td>{e(ref['source'])} ({e(str(ref['topic']))}): {e(ref['meaning'])}</td></tr>
-<tr><td>latency model</td><td>{e(str(doc['settings']['latency']))}</td></tr>
+<tr><td>latency model</td><td>{e(_latency_words(doc['settings']['latency']))}</td></tr>
 <tr><td>episodes</td><td>{overall['episodes']} ({overall['duration_s']:.1f} s of bag time)</td></tr>
 <tr><td>speed</td><td>{speed['bag_s']:.1f} bag s in {speed['wall_s']:.1f} s = {_fmt(speed['x_real_time'], 1)}× real time</td></tr>
 </table>
@@ -317,6 +317,15 @@ over {lat['n']} chunks</td></tr>
 <p>All numbers: <a href="metrics.json">metrics.json</a>.</p>
 </body></html>
 """
+
+
+def _latency_words(latency: Any) -> str:
+    text = str(latency).strip().lower()
+    if text in ("zero", "0", "0.0"):
+        return "zero: each chunk is merged at the tick that asked for it"
+    if text == "measured":
+        return "measured: each chunk is merged after the inference time measured here"
+    return f"fixed: each chunk is merged {text} s after the tick that asked for it"
 
 
 def summary_text(result: "EvalResult") -> str:

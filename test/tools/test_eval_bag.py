@@ -495,3 +495,16 @@ def test_cli_bad_bags_leave_nothing(tmp_path, demo_checkpoint):
                      "--threads", "1")
     assert corrupted.returncode == 1 and "is corrupted" in corrupted.stderr, corrupted.stderr[-2000:]
     assert not out.exists() and (not out.parent.exists() or list(out.parent.iterdir()) == [])
+
+
+def test_console_scripts_for_ros2_run():
+    """`ros2 run gemma3nvla_ros eval_bag|bag_play` are console scripts of setup.py (installed to lib/gemma3nvla_ros)."""
+    import importlib
+    import re
+
+    scripts = dict(re.findall(r'"(\w+) = (gemma3nvla_ros[\w.]+:\w+)"', (REPO / "setup.py").read_text()))
+    for name, target in (("eval_bag", "gemma3nvla_ros.tools.eval_bag:main"),
+                         ("bag_play", "gemma3nvla_ros.tools.bag_replay:main")):
+        assert scripts[name] == target
+        module, func = target.split(":")
+        assert callable(getattr(importlib.import_module(module), func))

@@ -76,6 +76,11 @@ def stamp_ns(msg: Any) -> int:
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
+def absolute_topic(name: str) -> str:
+    """A topic name as a bag records it: relative names (``joint_states``) resolve in the root namespace."""
+    return name if name.startswith("/") else f"/{name}"
+
+
 def format_time(ns: int) -> str:
     """``2024-05-01 12:00:00.123 UTC (1714564800.123456789)``."""
     when = _dt.datetime.fromtimestamp(ns / 1e9, tz=_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]

@@ -37,7 +37,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gemma3nvla_ros.tools.bag_io import IMAGE_TYPES, Bag, BagError, TopicSummary
+from gemma3nvla_ros.tools.bag_io import IMAGE_TYPES, Bag, BagError, TopicSummary, absolute_topic
 
 COMMAND_TOPICS = ("/joint_commands", "/action_chunk", "/action_chunk_request")
 GRAPH_TOPICS = ("/clock", "/rosout", "/parameter_events")
@@ -52,16 +52,16 @@ class ReplayError(RuntimeError):
 def is_command_topic(name: str, msgtype: str, action_chunk_topic: str = "/action_chunk") -> bool:
     """Would replaying this topic move the arm? (see the module docstring)"""
     return (name in COMMAND_TOPICS or name == action_chunk_topic or msgtype.startswith("trajectory_msgs/")
-            or "command" in name.lower())
+            or absolute_topic(action_chunk_topic) == name or "command" in name.lower())
 
 
 def sensor_topics(bag: Bag, contract: Any) -> list[str]:
     """The contract's sensor topics present in the bag: cameras (raw and/or compressed), camera_info, joint states."""
     wanted: list[str] = []
-    for topic in contract.cameras.values():
-        base = topic.rsplit("/", 1)[0] if "/" in topic.strip("/") else ""
-        wanted += [topic, f"{topic}/compressed", f"{base}/camera_info" if base else "camera_info"]
-    wanted.append(contract.joint_states_topic)
+    for topic in map(absolute_topic, contract.cameras.values()):
+        base = topic.rsplit("/", 1)[0]
+        wanted += [topic, f"{topic}/compressed", f"{base}/camera_info"]
+    wanted.append(absolute_topic(contract.joint_states_topic))
     return [t for t in dict.fromkeys(wanted) if t in bag.topics and bag.topics[t].count > 0]
 
 

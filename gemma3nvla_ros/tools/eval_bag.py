@@ -59,7 +59,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -79,7 +79,15 @@ from gemma3nvla_ros.control.observation import ObservationRefused, Stamped, buil
 from gemma3nvla_ros.control.units import DatasetUnits
 from gemma3nvla_ros.hardware.image_msgs import image_to_rgb
 from gemma3nvla_ros.tools import eval_metrics as em
-from gemma3nvla_ros.tools.bag_io import IMAGE_TYPES, JOINT_STATE_TYPES, Bag, BagError, BagMessage, stamp_ns
+from gemma3nvla_ros.tools.bag_io import (
+    IMAGE_TYPES,
+    JOINT_STATE_TYPES,
+    Bag,
+    BagError,
+    BagMessage,
+    absolute_topic,
+    stamp_ns,
+)
 
 # The live nodes' parameter defaults (nodes/action_aggregator.py, nodes/policy_node.py; a test keeps them equal).
 STRATEGY = "weighted_average"
@@ -192,6 +200,7 @@ def plan_topics(bag: Bag, contract: Contract, options: EvalOptions) -> TopicPlan
     notes: list[str] = []
     cameras: dict[str, str] = {}
     for key, topic in contract.cameras.items():
+        topic = absolute_topic(topic)
         info = bag.topics.get(topic)
         compressed = bag.topics.get(f"{topic}/compressed")
         if info is None and compressed is not None and compressed.msgtype == IMAGE_TYPES[1]:
@@ -206,7 +215,7 @@ def plan_topics(bag: Bag, contract: Contract, options: EvalOptions) -> TopicPlan
             problems.append(f"camera {key}: topic {info.name} has no messages")
         else:
             cameras[key] = info.name
-    js = contract.joint_states_topic
+    js = absolute_topic(contract.joint_states_topic)
     info = bag.topics.get(js)
     if info is None:
         problems.append(f"joint states: topic {js} is not in the bag (choose another with --joint-states)")
@@ -216,7 +225,7 @@ def plan_topics(bag: Bag, contract: Contract, options: EvalOptions) -> TopicPlan
         problems.append(f"joint states: topic {js} has no messages")
 
     commands = None
-    cmd = bag.topics.get(options.commands_topic)
+    cmd = bag.topics.get(absolute_topic(options.commands_topic))
     if options.reference != "joint_states" and cmd is not None:
         if cmd.msgtype not in JOINT_STATE_TYPES:
             problems.append(f"recorded commands: topic {cmd.name} has type {cmd.msgtype}, expected "
@@ -235,7 +244,7 @@ def plan_topics(bag: Bag, contract: Contract, options: EvalOptions) -> TopicPlan
 
     task_topic = None
     if not options.task:
-        t = bag.topics.get(options.task_topic)
+        t = bag.topics.get(absolute_topic(options.task_topic))
         if t is not None and t.msgtype in STRING_TYPES and t.count > 0:
             task_topic = t.name
             notes.append(f"task from {t.name} (latest message before each observation)")
@@ -440,9 +449,7 @@ class _Episode:
         self.record = EpisodeRecord(index, start_ns)
         self.agg = SimAggregator(contract, options)
         self.policy = SimPolicy(contract, units, runner, options, inputs)
-        self.next_tick = start_ns + self.agg.period_ns
-        if inputs.joint_state is not None:
-            self.agg.on_joint_state(inputs.joint_state.value)
+        self.next_tick = start_ns + self.agg.period_ns  # a timer started with the episode
 
     def advance_to(self, t: int, inclusive: bool = False) -> None:
         """Run every tick and chunk arrival before ``t`` (at or before, with ``inclusive``), in time order;

@@ -138,7 +138,7 @@ def write_plots(directory: Path, result: "EvalResult") -> dict[str, str]:
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    from gemma3nvla_ros.tools.eval_bag import _to_dataset, reference
+    from gemma3nvla_ros.tools.eval_bag import _to_dataset
 
     directory.mkdir(parents=True, exist_ok=True)
     joints = list(result.contract.joints)
@@ -151,16 +151,13 @@ def write_plots(directory: Path, result: "EvalResult") -> dict[str, str]:
     js_v = _to_dataset(result.units, js_v)
     cmd_t, cmd_v = result.commands.arrays(width)
     cmd_v = _to_dataset(result.units, cmd_v)
-    sim_t, sim_v, ref_v = [], [], []
+    sim_t, sim_v = [], []
     for ep in result.episodes:  # NaN rows between episodes break the lines
-        times = np.asarray(ep.command_ns, dtype=np.int64)
-        sim_t.append(sec(times))
+        sim_t.append(sec(np.asarray(ep.command_ns, dtype=np.int64)))
         sim_v.append(_to_dataset(result.units, np.asarray(ep.commands, dtype=np.float64).reshape(-1, width)))
-        ref_v.append(_to_dataset(result.units, reference(result, times)))
-        for lst in (sim_t, sim_v, ref_v):
+        for lst in (sim_t, sim_v):
             lst.append(np.full((1,) + lst[-1].shape[1:], np.nan))
-    sim_t_a = np.concatenate(sim_t)
-    sim_v_a, ref_v_a = np.concatenate(sim_v), np.concatenate(ref_v)
+    sim_t_a, sim_v_a = np.concatenate(sim_t), np.concatenate(sim_v)
     chunks = [(c, ep.end_ns) for ep in result.episodes for c in ep.chunks if c.merged]
     if len(chunks) > MAX_PLOTTED_CHUNKS:
         chunks = [chunks[i] for i in np.linspace(0, len(chunks) - 1, MAX_PLOTTED_CHUNKS).astype(int)]

@@ -2,8 +2,6 @@
 into the policy node and the aggregator started with use_sim_time:=true, which then run on bag time (2001)."""
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
@@ -154,4 +152,3 @@ def test_replay_drives_the_policy_and_aggregator_on_bag_time(ros, listener, star
     t_first = (commands[0].header.stamp.sec * 10**9 + commands[0].header.stamp.nanosec - T0_NS) / 1e9
     assert np.max(np.abs(first - np.asarray(ramp(t_first)))) < 0.2, (first, ramp(t_first))
     assert "done:" in err and " late by" in err
-    time.sleep(0)  # processes are stopped by the fixtures

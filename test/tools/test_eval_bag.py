@@ -186,6 +186,14 @@ def test_task_from_the_recorded_task_topic(tmp_path, contract, units):
         run(synthetic_bag(tmp_path / "bag2"), contract, units, Perfect(units), task=None)
 
 
+def test_relative_topic_names_resolve_in_the_root_namespace(tmp_path, units):
+    bag = synthetic_bag(tmp_path / "bag", duration=1.0)
+    relative = eb.load_contract(None, ["observation.images.top=cameras/top/image_raw"], joint_states="joint_states")
+    result = run(bag, relative, units, Perfect(units), commands_topic="joint_commands")
+    assert result.plan.cameras["observation.images.top"] == "/cameras/top/image_raw"
+    assert result.plan.commands == "/joint_commands" and result.metrics["overall"]["commands"]["mean_mae"] < 1e-4
+
+
 def test_time_range(tmp_path, contract, units):
     bag = synthetic_bag(tmp_path / "bag", duration=3.0)
     result = run(bag, contract, units, Perfect(units), start=1.0, end=2.0)

@@ -19,6 +19,8 @@ extras = {
     "ros": ROS_WHEELS,
     # rosbag2 reading/writing without ROS (and the tests' independent reference for message bytes).
     "bag": ["rosbags>=0.10"],
+    # gemma3nvla-ros eval-bag: report plots and the progress bar (plus "bag" and "policy").
+    "eval": ["rosbags>=0.10", "matplotlib>=3.5", "tqdm"],
     # Camera capture. On a ROS machine prefer the distro's python3-opencv (numpy 1.x ABI).
     "camera": ["opencv-python-headless>=4.8"],
     # The Gemma3nVLA policy and LeRobot training.
@@ -57,6 +59,8 @@ setup(
             "gemma3nvla_policy = gemma3nvla_ros.nodes.policy_node:main",
             "action_aggregator = gemma3nvla_ros.nodes.action_aggregator:main",
             "sim_servo_bus = gemma3nvla_ros.hardware.sim_bus:main",
+            "eval_bag = gemma3nvla_ros.tools.eval_bag:main",  # ros2 run gemma3nvla_ros eval_bag <bag> ...
+            "bag_play = gemma3nvla_ros.tools.bag_replay:main",  # ros2 run gemma3nvla_ros bag_play <bag> ...
         ],
     },
 )

@@ -6,10 +6,13 @@
     gemma3nvla-ros topic echo /joint_states --once       (also: topic list|hz|pub, param, node, service)
     gemma3nvla-ros bag record /joint_states /joint_commands -o demo_bag
     gemma3nvla-ros bag-to-dataset demo_bag -o datasets/demo --task "pick the cube" --robot-id my_follower
+    gemma3nvla-ros eval-bag <bag> --checkpoint <ckpt> --out <dir>
+    gemma3nvla-ros bag play <bag> [--rate R] [--topics ...]   (also: bag info <bag>)
 """
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from pathlib import Path
@@ -20,16 +23,27 @@ from gemma3nvla_ros.paths import graph_path
 from gemma3nvla_ros.tools import ros2cli
 
 
+# Tools with parsers of their own, imported only when used (so `launch` stays cheap):
+# command words -> (module, how many words its main() does not see).
+TOOLS = {
+    ("bag", "record"): ("gemma3nvla_ros.tools.bag_record", 2),
+    ("bag", "play"): ("gemma3nvla_ros.tools.bag_replay", 1),
+    ("bag", "info"): ("gemma3nvla_ros.tools.bag_replay", 1),
+    ("bag-to-dataset",): ("gemma3nvla_ros.tools.bag_to_dataset", 1),
+    ("eval-bag",): ("gemma3nvla_ros.tools.eval_bag", 1),
+}
+TOOL_HELP = {
+    "bag": "record | play | info: record a rosbag2 from the live graph, replay one with /clock, describe one",
+    "bag-to-dataset": "convert recorded bags into a LeRobotDataset",
+    "eval-bag": "run a checkpoint on a recorded bag and write a report",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    # --- recording demonstrations (tools/bag_record.py, tools/bag_to_dataset.py) ---
-    if argv[:2] == ["bag", "record"]:
-        from gemma3nvla_ros.tools import bag_record
-        return bag_record.main(argv[2:])
-    if argv[:1] == ["bag-to-dataset"]:
-        from gemma3nvla_ros.tools import bag_to_dataset
-        return bag_to_dataset.main(argv[1:])
-    # --- end recording ---
+    for words, (module, skip) in TOOLS.items():
+        if tuple(argv[: len(words)]) == words:
+            return importlib.import_module(module).main(argv[skip:])
     if argv and argv[0] in ros2cli.COMMANDS:  # the ros2cli-like verbs have their own parser
         return ros2cli.main(argv)
     parser = argparse.ArgumentParser(prog="gemma3nvla-ros", description=__doc__.split("\n")[0])
@@ -45,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("executable")
     run.add_argument("args", nargs=argparse.REMAINDER)
     for name, help_text in ros2cli.COMMANDS.items():  # listed in --help; parsed by ros2cli.main
+        sub.add_parser(name, help=help_text, add_help=False)
+    for name, help_text in TOOL_HELP.items():  # listed in --help; dispatched above
         sub.add_parser(name, help=help_text, add_help=False)
     launch_arguments: list[str] = []
     if argv and argv[0] == "launch":  # name:=value may stand anywhere, as with `ros2 launch`

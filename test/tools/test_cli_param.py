@@ -107,12 +107,14 @@ def test_param_list_without_node_lists_every_node(robot, guard, cli):
 
 
 def test_param_set_wrong_type_refused_with_reason(robot, cli):
-    # `100` parses as an integer (as in ros2 param set): rclpy refuses it for the DOUBLE parameter
-    out = cli("param", "set", "/so101_bridge", "publish_rate", "100")
+    # `1` parses as an integer (as in ros2 param set): rclpy refuses it for the DOUBLE parameter
+    out = cli("param", "set", "/so101_bridge", "command_timeout", "1")
     assert out.returncode == 1
     assert out.stderr.strip() == ("Setting parameter failed: Wrong parameter type, "
                                   "expected 'Type.DOUBLE' got 'Type.INTEGER'")
-    assert cli("param", "get", "/so101_bridge", "publish_rate").stdout.strip() == "Double value is: 100.0"
+    assert cli("param", "get", "/so101_bridge", "command_timeout").stdout.strip() == "Double value is: 0.5"
+    read_only = cli("param", "set", "/so101_bridge", "publish_rate", "50.0")
+    assert read_only.returncode == 1 and "read-only" in read_only.stderr.lower()
     undeclared = cli("param", "get", "/so101_bridge", "no_such_param")
     assert undeclared.returncode == 1 and "not declared" in undeclared.stderr
 

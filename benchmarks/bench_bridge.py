@@ -44,19 +44,21 @@ def bench_node(publish_rate: float, seconds: float) -> None:
     (and of its simulator child), with a command stream at 30 Hz."""
     import psutil
 
-    from _nodes import dds_env, start, stop
+    from _nodes import ros_env, start, stop
 
-    dds_env()
-    from gemma3nvla_ros.ros import Node, QoSProfile, rclpy, sensor_msgs
+    ros_env()
+    import rclpy
+    from rclpy.qos import QoSProfile
+    from sensor_msgs.msg import JointState
 
     proc = start("gemma3nvla_ros.nodes.so101_bridge", "-p", "mode:=sim", "-p", f"publish_rate:={publish_rate}")
     if not rclpy.ok():
         rclpy.init(args=[])
-    node = Node("bench_bridge_listener")
+    node = rclpy.create_node("bench_bridge_listener")
     stamps: list[float] = []
-    node.create_subscription(sensor_msgs.msg.JointState, "joint_states",
+    node.create_subscription(JointState, "joint_states",
                              lambda m: stamps.append(m.header.stamp.sec + m.header.stamp.nanosec * 1e-9), QoSProfile(depth=100))
-    pub = node.create_publisher(sensor_msgs.msg.JointState, "joint_commands", QoSProfile(depth=10))
+    pub = node.create_publisher(JointState, "joint_commands", QoSProfile(depth=10))
     deadline = time.monotonic() + 30
     while not stamps and time.monotonic() < deadline:
         rclpy.spin_once(node, timeout_sec=0.05)
@@ -71,7 +73,7 @@ def bench_node(publish_rate: float, seconds: float) -> None:
     while time.monotonic() - t0 < seconds:
         rclpy.spin_once(node, timeout_sec=0.005)
         if time.monotonic() >= next_cmd:
-            msg = sensor_msgs.msg.JointState()
+            msg = JointState()
             msg.name = ["elbow_flex"]
             msg.position = [0.3 * np.sin(time.monotonic())]
             pub.publish(msg)

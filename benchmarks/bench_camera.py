@@ -1,10 +1,11 @@
-"""camera_node publish rate and CPU at N x 1280x720 @ 30 fps (synthetic source), built-in DDS runtime.
+"""camera_node publish rate and CPU at N x 1280x720 @ 30 fps (synthetic source), on real rclpy.
 
     python benchmarks/bench_camera.py [--cameras 2] [--seconds 10] [--subscribe] [--compressed]
 
 The publish rate is each node's own count (its /diagnostics: frames, late timer ticks); --subscribe
 also receives the first camera's images here and reports the delivered rate (this process's CPU then
-competes with the nodes on small machines). Prints a table.
+competes with the nodes on small machines). Prints a table. Every process gets _nodes.ros_env(): loopback
+Fast DDS with config/fastdds_loopback.xml, a random ROS_DOMAIN_ID.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import time
 
 import psutil
 
-from _nodes import dds_env, start, stop
+from _nodes import ros_env, start, stop
 
 
 def main() -> None:
@@ -27,8 +28,11 @@ def main() -> None:
     ap.add_argument("--compressed", action="store_true", help="publish_compressed:=true as well")
     args = ap.parse_args()
 
-    dds_env()
-    from gemma3nvla_ros.ros import Node, QoSProfile, diagnostic_msgs, qos_profile_sensor_data, rclpy, sensor_msgs
+    ros_env()
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.qos import QoSProfile, qos_profile_sensor_data
+    from sensor_msgs.msg import Image
 
     names = [f"bench_cam{i}" for i in range(args.cameras)]
     procs = [
@@ -40,7 +44,7 @@ def main() -> None:
         for n in names
     ]
     rclpy.init(args=[])
-    node = Node("bench_camera_listener")
+    node = rclpy.create_node("bench_camera_listener")
     latest: dict[str, dict[str, str]] = {}
 
     def on_diag(msg) -> None:
@@ -50,11 +54,11 @@ def main() -> None:
                     latest[n] = {kv.key: kv.value for kv in s.values}
                     latest[n]["_t"] = str(msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9)
 
-    node.create_subscription(diagnostic_msgs.msg.DiagnosticArray, "/diagnostics", on_diag, QoSProfile(depth=50))
+    node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, QoSProfile(depth=50))
     received: list[float] = []
     if args.subscribe:
         node.create_subscription(
-            sensor_msgs.msg.Image, f"/cameras/{names[0]}/image_raw",
+            Image, f"/cameras/{names[0]}/image_raw",
             lambda m: received.append(m.header.stamp.sec + m.header.stamp.nanosec * 1e-9), qos_profile_sensor_data,
         )
     deadline = time.monotonic() + 60

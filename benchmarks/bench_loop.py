@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import signal
 import statistics
 import subprocess
@@ -32,18 +31,12 @@ import numpy as np
 import psutil
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def env() -> dict[str, str]:
-    out = dict(os.environ)
-    out["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    out.setdefault("ROS_DOMAIN_ID", str(random.randint(150, 199)))
-    out.setdefault("HF_HUB_OFFLINE", "1")
-    return out
+sys.path.insert(0, str(REPO / "benchmarks"))
+from _nodes import ros_env  # noqa: E402
 
 
 def start(module: str, *ros_args: str, log: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", module, "--ros-args", *ros_args], cwd=REPO, env=env(),
+    return subprocess.Popen([sys.executable, "-m", module, "--ros-args", *ros_args], cwd=REPO,
                             stdout=open(log, "w"), stderr=subprocess.STDOUT)
 
 
@@ -143,6 +136,8 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--rates", type=float, nargs="+", default=[30.0, 100.0])
     args = ap.parse_args()
+    ros_env()  # one host, Fast DDS profile, a random domain: every process below inherits it
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     from gemma3nvla_ros.contract import Contract, default_contract_path
     from gemma3nvla_ros.policy.demo_checkpoint import ensure_demo_checkpoint

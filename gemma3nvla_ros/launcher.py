@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Callable, TextIO
 
 from gemma3nvla_ros.launch_graph import Graph, NodeSpec
+from gemma3nvla_ros.network import loopback_environment
 
 SIGINT_GRACE_S = 10.0
 SIGTERM_GRACE_S = 5.0
@@ -97,7 +98,8 @@ class Launcher:
         self._node_output = node_output
         self._status = status
         self._status_at = 0.0
-        self._env = dict(os.environ if env is None else env)
+        # One host unless the user's environment says otherwise (gemma3nvla_ros.network).
+        self._env = loopback_environment(os.environ if env is None else env)
         self._env["PYTHONUNBUFFERED"] = "1"
         self._print_lock = threading.Lock()
         self._stop = threading.Event()

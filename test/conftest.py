@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from gemma3nvla_ros.network import loopback_environment
+
 REPO = Path(__file__).resolve().parents[1]
 # Shared helpers (helpers_ros, helpers_bridge, helpers_policy) import absolutely from test/. Done here
 # rather than with pytest's `pythonpath` option, which Humble's pytest 6 does not know.
@@ -26,6 +28,9 @@ os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"  # Iron and later
 if os.environ.get("ROS_DISTRO") == "humble":
     os.environ["ROS_LOCALHOST_ONLY"] = "1"  # Humble's only switch (later distros warn that it is deprecated)
 os.environ.pop("ROS_STATIC_PEERS", None)
+os.environ.pop("CYCLONEDDS_URI", None)
+os.environ.pop("GEMMA3NVLA_ROS_RUNTIME", None)
+os.environ.update(loopback_environment(os.environ))  # Fast DDS profile, malloc thresholds (child processes)
 os.environ["ROS_DOMAIN_ID"] = os.environ.get("GEMMA3NVLA_TEST_DOMAIN_ID") or str(random.SystemRandom().randint(1, 100))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")

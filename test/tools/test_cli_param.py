@@ -8,6 +8,9 @@ import time
 import pytest
 import yaml
 
+# Listen longer than the default 3.5 s: on a loaded 2-core machine Fast DDS may announce a node later.
+LISTEN = ("--spin-time", "8")
+
 # A node that refuses some values itself (an on-set callback with a reason) and declares a
 # parameter with a description and a range, for `param set` refusals and `param describe`.
 GUARD_NODE = textwrap.dedent("""
@@ -69,7 +72,7 @@ def guard(start_process):
 
 
 def test_param_list_get_set_dump(robot, cli):
-    listed = cli("param", "list", "/so101_bridge")
+    listed = cli("param", "list", *LISTEN, "/so101_bridge")
     assert listed.returncode == 0, listed.stderr
     names = [line.strip() for line in listed.stdout.splitlines()]
     assert {"publish_rate", "mode", "joint_names", "use_sim_time"} <= set(names)
@@ -89,7 +92,7 @@ def test_param_list_get_set_dump(robot, cli):
 
 
 def test_param_list_without_node_lists_every_node(robot, guard, cli):
-    out = cli("param", "list")
+    out = cli("param", "list", *LISTEN)
     assert out.returncode == 0, out.stderr
     sections: dict[str, list[str]] = {}
     for line in out.stdout.splitlines():
@@ -102,7 +105,7 @@ def test_param_list_without_node_lists_every_node(robot, guard, cli):
     assert "publish_rate" in sections["/so101_bridge"] and "jpeg_quality" in sections["/wrist_cam"]
     assert sections["/param_guard"] == ["label", "mode", "speed", "start_type_description_service",
                                         "use_sim_time"]
-    typed = cli("param", "list", "/param_guard", "--param-type")
+    typed = cli("param", "list", *LISTEN, "/param_guard", "--param-type")
     assert "  speed (type: double)" in typed.stdout.splitlines()
 
 

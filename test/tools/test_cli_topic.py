@@ -17,6 +17,10 @@ JOINTS = ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_ro
 IMAGE = "/cameras/wrist_cam/image_raw"
 
 
+# Listen longer than the default 3.5 s: on a loaded 2-core machine Fast DDS may announce a node later.
+LISTEN = ("--spin-time", "8")
+
+
 def _docs(text: str) -> list:
     """The messages `topic echo` printed (YAML documents separated by ---)."""
     return [d for d in yaml.safe_load_all(text) if d is not None]
@@ -39,28 +43,28 @@ def _read_until(proc: subprocess.Popen, marker: str, timeout: float = 20.0) -> s
 
 
 def test_topic_list_shows_types(robot, cli):
-    typed = cli("topic", "list", "-t")
+    typed = cli("topic", "list", *LISTEN, "-t")
     assert typed.returncode == 0, typed.stderr
     lines = typed.stdout.splitlines()
     assert "/joint_states [sensor_msgs/msg/JointState]" in lines
     assert f"{IMAGE} [sensor_msgs/msg/Image]" in lines
     assert "/joint_commands [sensor_msgs/msg/JointState]" in lines
-    plain = cli("topic", "list")
+    plain = cli("topic", "list", *LISTEN)
     assert "/joint_states" in plain.stdout.splitlines()
     assert not any(n.startswith("/_") or "/_" in n for n in plain.stdout.split())  # hidden topics hidden
-    assert int(cli("topic", "list", "-c").stdout) == len(plain.stdout.splitlines())
+    assert int(cli("topic", "list", *LISTEN, "-c").stdout) == len(plain.stdout.splitlines())
 
 
 def test_node_list_shows_nodes_hides_cli(robot, cli):
-    out = cli("node", "list")
+    out = cli("node", "list", *LISTEN)
     assert out.returncode == 0, out.stderr
     names = out.stdout.split()
     assert "/so101_bridge" in names and "/wrist_cam" in names
     assert names == sorted(names)
     assert not any(n.startswith("/_") for n in names)  # the CLI's own node is hidden...
-    everything = cli("node", "list", "-a").stdout.split()
+    everything = cli("node", "list", *LISTEN, "-a").stdout.split()
     assert any(n.startswith("/_gemma3nvla_ros_cli_") for n in everything)  # ...but there
-    assert cli("node", "list", "-c").stdout.strip() == str(len(names))
+    assert cli("node", "list", *LISTEN, "-c").stdout.strip() == str(len(names))
 
 
 def test_echo_once_joint_state(robot, cli):

@@ -8,15 +8,17 @@ around it, and must not keep running unsupervised. So this process, not rclpy, o
   log lines still reach /rosout). Signals that arrive later — ``ros2 launch`` forwards Ctrl-C a second
   time, then escalates to SIGTERM — are logged and otherwise ignored: they never interrupt ``close()``
   half-way. ``close()`` is bounded by ``CLOSE_TIMEOUT_S`` (a wedged driver must not hang forever).
-- A parent that disappears (a launcher killed with SIGKILL, a crashed terminal) is noticed within a
-  spin slice: the process is re-parented, and the node stops as on Ctrl-C.
+- A parent that disappears (a launcher killed with SIGKILL, a crashed terminal), or an output pipe that
+  nobody reads any more, is noticed within a spin slice, and the node stops as on Ctrl-C.
 - An exception escaping a callback (a malformed sample, e.g. a negative ``/clock``) is logged with its
   traceback and the node keeps running: a bad message never turns into an unplanned torque-off.
 """
 from __future__ import annotations
 
 import os
+import select
 import signal
+import stat
 import sys
 import threading
 import traceback
@@ -63,13 +65,27 @@ class StopRequests:
 
 
 class ParentWatch:
-    """Notices that the process that started us is gone (we were re-parented)."""
+    """Notices that the process that started us is gone (we were re-parented), and that nobody reads
+    our output any more (a pipe's write end polls POLLERR once its read end is closed; waiting for the
+    next log line's SIGPIPE could take forever on a quiet node)."""
 
     def __init__(self) -> None:
         self.parent = os.getppid()
+        self._pipes = select.poll()
+        for fd in (1, 2):
+            try:
+                if stat.S_ISFIFO(os.fstat(fd).st_mode):
+                    self._pipes.register(fd, 0)  # POLLERR/POLLHUP are always reported
+            except OSError:
+                pass
 
-    def gone(self) -> bool:
-        return os.getppid() != self.parent
+    def gone(self) -> str | None:
+        """Why we should stop, or None."""
+        if os.getppid() != self.parent:
+            return f"parent process {self.parent} is gone"
+        if any(events & (select.POLLERR | select.POLLHUP) for _, events in self._pipes.poll(0)):
+            return "nobody reads our output any more"
+        return None
 
 
 def run_node(
@@ -113,8 +129,9 @@ def _spin(node: StartableNode, stop: StopRequests, parent: ParentWatch) -> None:
     log = node.get_logger()
     errors = 0
     while stop.reason is None and rclpy.ok():
-        if parent.gone():
-            stop.request(f"parent process {parent.parent} is gone")
+        why = parent.gone()
+        if why:
+            stop.request(why)
             break
         try:
             executor.spin_once(timeout_sec=SPIN_SLICE_S)

@@ -205,3 +205,24 @@ def test_an_incompatible_qos_publisher_is_reported_not_silently_ignored(ros, arm
     spin_for(ros, arm.node, 1.0, each=lambda: best_effort.publish(JointState(name=["elbow_flex"], position=[0.5])))
     assert spin_until(ros, arm.node, lambda: "incompatible QoS" in proc.output, 15.0), proc.output
     assert abs(arm.positions()["elbow_flex"] - before["elbow_flex"]) < 0.005
+
+
+def test_a_node_whose_output_pipe_breaks_stops_instead_of_running_unseen(standalone_sim):
+    """The terminal or the process reading the logs is gone: the next log line raises SIGPIPE, and the
+    bridge stops through its shutdown action (torque off) rather than driving the arm unseen."""
+    port = standalone_sim()
+    proc = subprocess.Popen([sys.executable, "-m", BRIDGE, "--ros-args", "-p", f"port:={port}",
+                             "-p", f"calibration_file:={EXAMPLE_FILE}", "-p", "diagnostics_rate:=5.0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=REPO)
+    seen = b""
+    deadline = time.monotonic() + 30
+    while b"torque on" not in seen and time.monotonic() < deadline:
+        seen += proc.stdout.read1(4096)
+    assert b"torque on" in seen, seen
+    proc.stdout.close()  # the reader is gone; a healthy bridge logs nothing more by itself
+    try:
+        assert proc.wait(timeout=20) == 0
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail("the bridge kept running with nobody reading its output")
+    assert torque(port) == [0] * 6

@@ -111,6 +111,20 @@ class Gemma3nVLAConfig(PreTrainedConfig):
     compile_model: bool = False
     compile_mode: str = "reduce-overhead"
 
+    # Inference setup applied by Gemma3nVLAPolicy.prepare_for_inference() (the ROS node calls it at start).
+    # fast_inference: "auto" = the fast path (fast_inference.py: per-task plan, fused expert projections, one
+    # CUDA graph per phase, torch.compile) on CUDA devices, the eager reference path elsewhere; "on" / "off".
+    fast_inference: str = "auto"
+    fast_compile: bool = True  # torch.compile the fast path's phases where Triton works (falls back if it fails)
+    fast_cuda_graphs: bool = True  # capture each phase as a CUDA graph (CUDA / ROCm builds)
+    fast_attention: str = "auto"  # expert attention: "auto" (timed at warm-up), "sdpa" or "bmm"
+    inference_expert_dtype: str = "auto"  # dtype the expert is cast to for inference; "auto": the backbone's
+    # Keep the per-layer-embedding table and embed_tokens (E2B: 1.34 B + 0.54 B parameters) in host memory, as
+    # Gemma 3n is designed for; only the prefix's rows are gathered and copied (cached per task in the fast path).
+    host_embeddings: bool = False
+    # Let float32 matrix products use TF32 on CUDA (PyTorch's global switches; the fp32 expert's training step).
+    tf32: bool = True
+
     # Sine-cosine time embedding range.
     min_period: float = 4e-3
     max_period: float = 4.0
@@ -181,6 +195,14 @@ class Gemma3nVLAConfig(PreTrainedConfig):
             raise ValueError(f"`backbone_dtype` must be one of {BACKBONE_DTYPES}, got {self.backbone_dtype!r}.")
         if self.compile_mode not in ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"):
             raise ValueError(f"`compile_mode` must be a torch.compile mode, got {self.compile_mode!r}.")
+        if self.fast_inference not in ("auto", "on", "off"):
+            raise ValueError(f"`fast_inference` must be 'auto', 'on' or 'off', got {self.fast_inference!r}.")
+        if self.fast_attention not in ("auto", "sdpa", "bmm"):
+            raise ValueError(f"`fast_attention` must be 'auto', 'sdpa' or 'bmm', got {self.fast_attention!r}.")
+        if self.inference_expert_dtype not in BACKBONE_DTYPES:
+            raise ValueError(
+                f"`inference_expert_dtype` must be one of {BACKBONE_DTYPES}, got {self.inference_expert_dtype!r}."
+            )
         if self.attn_implementation not in ("sdpa", "eager"):
             raise ValueError(f"`attn_implementation` must be 'sdpa' or 'eager', got {self.attn_implementation!r}.")
         betas = tuple(self.optimizer_betas)

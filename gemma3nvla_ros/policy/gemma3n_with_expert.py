@@ -94,6 +94,69 @@ def _default_dtype(dtype: torch.dtype):
         torch.set_default_dtype(old)
 
 
+# ------------------------------------------------------------------------------- vision attention, sparsity
+try:
+    from timm.layers.attention2d import MultiQueryAttention2d as _TimmMQA
+except ImportError:  # pragma: no cover - timm without MobileNetV5 layers
+    _TimmMQA = None
+
+
+if _TimmMQA is not None:
+    class FusedMultiQueryAttention2d(_TimmMQA):
+        """timm's ``MultiQueryAttention2d`` (non-einsum branch) with its single K/V head expanded to every query
+        head before ``scaled_dot_product_attention``. timm hands SDPA K/V with one head against Q with 8 or 16;
+        no fused kernel takes that broadcast, so PyTorch ran its math path (in float32 for bf16 inputs). With
+        the heads expanded the flash / memory-efficient / cuDNN kernels apply. Same function (a test compares
+        it with timm's forward); same parameters and state-dict keys."""
+
+        def forward(self, x: Tensor, attn_mask: Tensor | None = None) -> Tensor:
+            if self.einsum or not self.fused_attn:
+                return super().forward(x, attn_mask)
+            B, C, H, W = x.shape  # noqa: N806
+            q = self._reshape_projected_query(self.query(x), self.num_heads, self.key_dim)
+            k = self._reshape_input(self.key(x))
+            v = self._reshape_input(self.value(x))
+            heads = q.shape[1]
+            k = k.expand(-1, heads, -1, -1).contiguous()
+            v = v.expand(-1, heads, -1, -1).contiguous()
+            o = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask,
+                                               dropout_p=self.attn_drop.p if self.training else 0.0)
+            o = self._reshape_output(o, self.num_heads, H // self.query_strides[0], W // self.query_strides[1])
+            return self.output(o)
+else:  # pragma: no cover
+    FusedMultiQueryAttention2d = None
+
+
+def fuse_vision_attention(vision_tower: nn.Module) -> int:
+    """Switches every timm ``MultiQueryAttention2d`` of the tower to ``FusedMultiQueryAttention2d`` (a class
+    swap: no parameter changes). Returns how many modules were switched."""
+    if _TimmMQA is None:
+        return 0
+    n = 0
+    for module in vision_tower.modules():
+        if type(module) is _TimmMQA:
+            module.__class__ = FusedMultiQueryAttention2d
+            n += 1
+    return n
+
+
+class CaptureSafeGaussianTopK:
+    """Gemma 3n's activation sparsity (``Gemma3nTextMLP._gaussian_topk``) with its Normal quantile computed
+    once, on the device, instead of from a host ``torch.tensor`` at every call (a host-to-device copy that
+    synchronizes and cannot be captured in a CUDA graph). Same operations otherwise."""
+
+    def __init__(self, mlp: nn.Module, device: torch.device) -> None:
+        target = torch.tensor(mlp.activation_sparsity, dtype=torch.float32, device=device)
+        self.std_multiplier = torch.distributions.normal.Normal(0, 1).icdf(target)
+
+    def __call__(self, inputs: Tensor) -> Tensor:
+        std_multiplier = self.std_multiplier.to(device=inputs.device).type(inputs.dtype)
+        inputs_mean = torch.mean(inputs, dim=-1, keepdim=True)
+        inputs_std = torch.std(inputs, dim=-1, keepdim=True, unbiased=False)
+        cutoff_x = inputs_mean + inputs_std * std_multiplier
+        return F.relu(inputs - cutoff_x)
+
+
 # ----------------------------------------------------------------------------------------- config helpers
 def _deep_merge(base: dict, override: dict) -> dict:
     out = dict(base)
@@ -184,6 +247,15 @@ class _KVRecorder:
 
     def get_seq_length(self, layer_idx: int = 0) -> int:  # pragma: no cover - not called with cache_position
         return 0
+
+
+def _rows_to(rows: Tensor, device: torch.device) -> Tensor:
+    """Host rows to ``device`` through pinned memory (asynchronous copy) where the device is an accelerator."""
+    if rows.device == device:
+        return rows
+    if device.type == "cuda" and rows.device.type == "cpu":
+        return rows.pin_memory().to(device, non_blocking=True)
+    return rows.to(device)
 
 
 @dataclass
@@ -340,6 +412,8 @@ class Gemma3nWithExpertModel(nn.Module):
             lm.altup_unembed_projections = None
         self.language_model = lm
         self.keep_full_backbone = keep_full_backbone
+        self.num_fused_vision_attention = fuse_vision_attention(self.vision_tower)
+        self.host_embeddings = False
 
         cfg = copy.deepcopy(full_cfg)
         cfg.text_config = text_n
@@ -460,6 +534,48 @@ class Gemma3nWithExpertModel(nn.Module):
     def vlm_dtype(self) -> torch.dtype:
         return self.language_model.embed_tokens.weight.dtype
 
+    # ------------------------------------------------------------------ inference setup
+    def host_tables(self) -> list[nn.Module]:
+        """The token-indexed tables that ``keep_embeddings_on_host`` keeps in host memory: the per-layer-
+        embedding table (E2B: 262,144 x 5,120 = 1.34 B parameters for 20 computed layers) and embed_tokens
+        (0.54 B). Only rows of the prefix's token ids are ever read from them."""
+        lm = self.language_model
+        return [lm.embed_tokens, lm.embed_tokens_per_layer]
+
+    def keep_embeddings_on_host(self, enabled: bool = True) -> None:
+        """Moves the two token tables to host memory (and keeps them there through later ``.to(device)``
+        calls), or back next to the rest of the model. Lookups then gather rows on the host and copy only
+        those to the device (the fast path caches them per task)."""
+        if enabled:
+            for table in self.host_tables():
+                table.to("cpu")
+            self.host_embeddings = True
+        else:
+            self.host_embeddings = False
+            device = self.language_model.per_layer_model_projection.weight.device
+            for table in self.host_tables():
+                table.to(device)
+
+    def _apply(self, fn, recurse: bool = True):
+        if not getattr(self, "host_embeddings", False):
+            return super()._apply(fn, recurse)
+        # Host-kept tables stay where they are (and in their dtype) while the rest moves.
+        lm = self.language_model
+        saved = {name: lm._modules.pop(name) for name in ("embed_tokens", "embed_tokens_per_layer")}
+        try:
+            return super()._apply(fn, recurse)
+        finally:
+            lm._modules.update(saved)
+
+    def make_capture_safe(self) -> None:
+        """Per-instance replacement of the activation-sparsity step (see ``CaptureSafeGaussianTopK``) on the
+        decoder layers that have sparsity. Idempotent; the outputs are the same."""
+        device = self.language_model.per_layer_model_projection.weight.device
+        for layer in self.language_model.layers:
+            mlp = layer.mlp
+            if getattr(mlp, "activation_sparsity", 0.0) > 0.0:
+                mlp._gaussian_topk = CaptureSafeGaussianTopK(mlp, device)
+
     # ------------------------------------------------------------------ embeddings
     def get_image_features(self, pixel_values: Tensor) -> Tensor:
         """transformers' ``Gemma3nModel.get_image_features`` run on this module: MobileNetV5 tower, the
@@ -477,9 +593,14 @@ class Gemma3nWithExpertModel(nn.Module):
         lm = self.language_model
         vocab_ple = self.text_config.vocab_size_per_layer_input
         ple_ids = torch.where((input_ids >= 0) & (input_ids < vocab_ple), input_ids, torch.zeros_like(input_ids))
-        per_layer_raw = lm.get_per_layer_inputs(ple_ids)
         text_ids = input_ids.clamp(0, lm.embed_tokens.num_embeddings - 1)
-        embeds = lm.embed_tokens(text_ids)
+        table_device = lm.embed_tokens.weight.device
+        if table_device != input_ids.device:  # tables kept in host memory: gather there, copy only the rows
+            per_layer_raw = _rows_to(lm.get_per_layer_inputs(ple_ids.to(table_device)), input_ids.device)
+            embeds = _rows_to(lm.embed_tokens(text_ids.to(table_device)), input_ids.device)
+        else:
+            per_layer_raw = lm.get_per_layer_inputs(ple_ids)
+            embeds = lm.embed_tokens(text_ids)
         lo = self.embed_vision.vocab_offset
         hi = lo + self.embed_vision.vocab_size
         vision_mask = (input_ids >= lo) & (input_ids < hi)
@@ -518,13 +639,14 @@ class Gemma3nWithExpertModel(nn.Module):
         pos_local = lm.rotary_emb_local(inputs_embeds, position_ids)
 
         # AltUp stream stacking, as Gemma3nTextModel.forward does it (inlined there, mirrored here).
+        # (transformers takes the maximum with a float32 tensor 1e-5; clamp_min is the same value without the
+        # host-to-device copy of that tensor, so the prefix has no host sync and can be captured in a CUDA graph.)
         h0 = inputs_embeds
         target_magnitude = torch.mean(h0**2, dim=-1, keepdim=True) ** 0.5
-        eps = torch.tensor(1e-5, device=h0.device)
         streams = [h0]
         for proj in lm.altup_projections:
             cur = proj(h0).to(dtype=h0.dtype)
-            new_magnitude = torch.sqrt(torch.maximum(torch.mean(cur**2, dim=-1, keepdim=True), eps))
+            new_magnitude = torch.sqrt(torch.mean(cur**2, dim=-1, keepdim=True).clamp_min(1e-5))
             streams.append(cur * target_magnitude / new_magnitude)
         hidden = torch.stack(streams, dim=0)
 
@@ -583,8 +705,15 @@ class Gemma3nWithExpertModel(nn.Module):
             recorder = _KVRecorder()
             hidden, k_pre = self._run_layers(inputs_embeds, per_layer_raw, position_ids, masks, recorder,
                                              torch.arange(length, device=device))
-        lm = self.language_model
+        prefix = self.collect_prefix(recorder, k_pre, pad_mask, position_ids)
+        if output_hidden:
+            prefix.last_hidden_state = self._final_hidden(hidden, inputs_embeds.dtype)
+        return prefix
 
+    def collect_prefix(self, recorder: _KVRecorder, k_pre: dict[int, Tensor], pad_mask: Tensor,
+                       position_ids: Tensor) -> PrefixOutput:
+        """Every virtual layer's K/V (a dropped KV-shared layer gets its source's) from a prefix pass."""
+        lm = self.language_model
         keys, values, keys_pre = [], [], []
         for i in range(self.num_vlm_layers):
             src = self.kv_source[i]
@@ -595,19 +724,18 @@ class Gemma3nWithExpertModel(nn.Module):
             keys.append(k)
             values.append(v)
             keys_pre.append(k_pre[src])
+        return PrefixOutput(keys, values, keys_pre, pad_mask, position_ids)
 
-        last_hidden = None
-        if output_hidden:
-            # AltUp un-stacking + final norm, as Gemma3nTextModel.forward does it.
-            eps = torch.tensor(1e-5, device=device)
-            target_magnitude = torch.mean(hidden[0] ** 2, dim=-1, keepdim=True) ** 0.5
-            outs = [hidden[0]]
-            for i, proj in enumerate(lm.altup_unembed_projections):
-                cur = proj(hidden[i + 1]).to(dtype=inputs_embeds.dtype)
-                new_magnitude = torch.sqrt(torch.maximum(torch.mean(cur**2, dim=-1, keepdim=True), eps))
-                outs.append(cur * target_magnitude / new_magnitude)
-            last_hidden = lm.norm(torch.mean(torch.stack(outs), dim=0))
-        return PrefixOutput(keys, values, keys_pre, pad_mask, position_ids, last_hidden)
+    def _final_hidden(self, hidden: Tensor, dtype: torch.dtype) -> Tensor:
+        """AltUp un-stacking + final norm, as Gemma3nTextModel.forward does it."""
+        lm = self.language_model
+        target_magnitude = torch.mean(hidden[0] ** 2, dim=-1, keepdim=True) ** 0.5
+        outs = [hidden[0]]
+        for i, proj in enumerate(lm.altup_unembed_projections):
+            cur = proj(hidden[i + 1]).to(dtype=dtype)
+            new_magnitude = torch.sqrt(torch.mean(cur**2, dim=-1, keepdim=True).clamp_min(1e-5))
+            outs.append(cur * target_magnitude / new_magnitude)
+        return lm.norm(torch.mean(torch.stack(outs), dim=0))
 
     # ------------------------------------------------------------------ expert
     def rope(self, layer_idx: int, x: Tensor, position_ids: Tensor) -> tuple[Tensor, Tensor]:

@@ -25,6 +25,7 @@ import contextlib
 import logging
 import math
 import threading
+import time
 from collections import deque
 from typing import Any
 
@@ -150,12 +151,11 @@ class VLAFlowMatching(nn.Module):
         return pad_vector(x[..., : self.action_dim], x.shape[-1])
 
     # ------------------------------------------------------------------ embeddings
-    def embed_prefix(self, images: list[Tensor], img_masks: list[Tensor], lang_tokens: Tensor,
-                     lang_masks: Tensor, state: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Returns (inputs_embeds [B, P, H], raw per-layer inputs, pad mask [B, P], position ids [B, P])."""
-        vlm = self.vlm_with_expert
-        bsize = state.shape[0]
-        device = state.device
+    def prefix_layout(self, img_masks: list[Tensor], lang_tokens: Tensor, lang_masks: Tensor) -> tuple[Tensor, Tensor]:
+        """Token ids [B, P] of the prefix (BOS, per camera the image block, the task, the state slot) and its pad
+        mask [B, P], on the device of ``lang_tokens``."""
+        bsize = lang_tokens.shape[0]
+        device = lang_tokens.device
         lang_masks = lang_masks.bool()
         # The tokenizer may already have put BOS first; Gemma 3n's layout has BOS before the images.
         if lang_tokens.shape[1] > 0 and bool((lang_tokens[:, 0] == self.bos_token_id).all()):
@@ -166,13 +166,19 @@ class VLAFlowMatching(nn.Module):
         block = self.image_block_ids.to(device)
         for mask in img_masks:
             ids.append(block[None].expand(bsize, -1))
-            pads.append(mask.bool()[:, None].expand(bsize, block.numel()))
+            pads.append(mask.to(device).bool()[:, None].expand(bsize, block.numel()))
         ids.append(lang_tokens.long())
         pads.append(lang_masks)
         ids.append(torch.full((bsize, 1), self.pad_token_id, dtype=torch.long, device=device))  # the state slot
         pads.append(torch.ones(bsize, 1, dtype=torch.bool, device=device))
-        input_ids = torch.cat(ids, dim=1)
-        pad_mask = torch.cat(pads, dim=1)
+        return torch.cat(ids, dim=1), torch.cat(pads, dim=1)
+
+    def embed_prefix(self, images: list[Tensor], img_masks: list[Tensor], lang_tokens: Tensor,
+                     lang_masks: Tensor, state: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Returns (inputs_embeds [B, P, H], raw per-layer inputs, pad mask [B, P], position ids [B, P])."""
+        vlm = self.vlm_with_expert
+        bsize = state.shape[0]
+        input_ids, pad_mask = self.prefix_layout(img_masks, lang_tokens, lang_masks)
 
         embeds, per_layer_raw = vlm.embed_token_ids(input_ids)
         if images:
@@ -268,6 +274,7 @@ class Gemma3nVLAPolicy(PreTrainedPolicy):
         from_checkpoint = getattr(_FROM_CHECKPOINT, "active", False)
         with no_init_weights() if from_checkpoint else contextlib.nullcontext():
             self.model = VLAFlowMatching(config, load_vlm_weights=config.load_vlm_weights and not from_checkpoint)
+        self._fast = None
         self.parameter_counts = self._count_parameters()
         logger.info(
             "gemma3nvla parameters: total %s, trainable %s, used by the action forward %s",
@@ -322,6 +329,103 @@ class Gemma3nVLAPolicy(PreTrainedPolicy):
 
     def reset(self) -> None:
         self._queues = {ACTION: deque(maxlen=self.config.n_action_steps)}
+
+    # ------------------------------------------------------------------ inference setup
+    def prepare_for_inference(self, fast: bool | None = None, warmup: bool = True,
+                              batch: dict[str, Tensor] | None = None) -> dict[str, Any]:
+        """Sets the policy up for inference on the device it is on, and (``warmup``) runs chunks until nothing
+        is left to compile or capture, so that the first real chunk is not a compile. Call it after moving the
+        policy to its device (again after any later ``.to()``).
+
+        * ``fast``: the fast path (``fast_inference.FastSampler``) for ``predict_action_chunk`` /
+          ``select_action``; ``None`` follows ``config.fast_inference`` ("auto": on with CUDA). ``False`` drops a
+          fast path set up earlier: the eager reference path runs.
+        * The expert is cast to ``config.inference_expert_dtype`` ("auto": the backbone's dtype, bfloat16 on
+          CUDA); ``config.host_embeddings`` keeps the two token tables in host memory; TF32 per ``config.tf32``.
+        * ``batch``: an example (preprocessed) batch for the warm-up; by default one is made from the config's
+          features (random images, a task of ``tokenizer_max_length`` tokens, batch size 1).
+
+        Returns what was set up: path, graphs, compile, expert attention, fallbacks, warm-up seconds.
+        """
+        from .fast_inference import FastSampler
+
+        cfg = self.config
+        self.eval()
+        vlm = self.model.vlm_with_expert
+        device = self.model.action_in_proj.weight.device
+        _apply_tf32(cfg, device)
+        vlm.make_capture_safe()
+        if cfg.host_embeddings and not vlm.host_embeddings:
+            vlm.keep_embeddings_on_host(True)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+        dtype = vlm.vlm_dtype if cfg.inference_expert_dtype == "auto" else resolve_dtype(cfg.inference_expert_dtype, None)
+        if vlm.expert.norm.weight.dtype != dtype:
+            self._fast = None
+            vlm.expert.to(dtype)
+        if fast is None:
+            fast = cfg.fast_inference == "on" or (cfg.fast_inference == "auto" and device.type == "cuda")
+        report: dict[str, Any] = {"path": "fast" if fast else "eager", "device": str(device),
+                                  "expert_dtype": str(dtype).replace("torch.", ""),
+                                  "host_embeddings": vlm.host_embeddings}
+        if fast:
+            self._fast = FastSampler(self.model, graphs=cfg.fast_cuda_graphs, compile=cfg.fast_compile,
+                                     attention=cfg.fast_attention, compile_mode="default")
+            self._fast.choose_attention()
+        else:
+            self._fast = None
+        if warmup:
+            example = batch if batch is not None else self.example_batch()
+            t0 = time.perf_counter()
+            for _ in range(2):
+                self.predict_action_chunk(example)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            report["warmup_s"] = round(time.perf_counter() - t0, 2)
+        if self._fast is not None:
+            report.update(self._fast.report)
+        self.reset()
+        return report
+
+    def example_batch(self, batch_size: int = 1) -> dict[str, Tensor]:
+        """A batch shaped like the preprocessor's output (random images, zero state, a task of
+        ``tokenizer_max_length`` tokens), on the policy's device: for warm-ups and benchmarks."""
+        cfg = self.config
+        device = self.model.action_in_proj.weight.device
+        batch: dict[str, Tensor] = {}
+        for key, ft in cfg.image_features.items():
+            if not key.startswith(EMPTY_CAMERA_PREFIX):
+                batch[key] = torch.rand(batch_size, *ft.shape, device=device)
+        batch[OBS_STATE] = torch.zeros(batch_size, cfg.robot_state_feature.shape[0], device=device)
+        tokens = torch.full((batch_size, cfg.tokenizer_max_length), self.model.pad_token_id, dtype=torch.long)
+        tokens[:, 0] = self.model.bos_token_id
+        batch[OBS_LANGUAGE_TOKENS] = tokens.to(device)
+        batch[OBS_LANGUAGE_ATTENTION_MASK] = torch.ones_like(tokens, dtype=torch.bool).to(device)
+        return batch
+
+    def _fast_sampler(self):
+        fast = getattr(self, "_fast", None)
+        if fast is None or self.training:
+            return None
+        if fast.device != self.model.action_in_proj.weight.device:  # moved since: its buffers and graphs are stale
+            self._fast = None
+            self.prepare_for_inference(fast=True, warmup=False)
+            fast = self._fast
+        return fast
+
+    def _save_pretrained(self, save_directory) -> None:
+        if getattr(self, "_fast", None) is None or not self._fast.fused:
+            return super()._save_pretrained(save_directory)
+        # The fast path's fused expert projections make some weights views of one tensor, which safetensors'
+        # save_model refuses: save own copies of every tensor instead.
+        from pathlib import Path
+
+        from huggingface_hub.constants import SAFETENSORS_SINGLE_FILE
+        from safetensors.torch import save_file
+
+        self.config._save_pretrained(save_directory)
+        state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in self.state_dict().items()}
+        save_file(state, str(Path(save_directory) / SAFETENSORS_SINGLE_FILE), metadata={"format": "pt"})
 
     def get_optim_params(self):
         return [p for p in self.parameters() if p.requires_grad]
@@ -436,6 +540,7 @@ class Gemma3nVLAPolicy(PreTrainedPolicy):
                 reduction: str = "mean", generator: torch.Generator | None = None) -> tuple[Tensor, dict]:
         """Flow-matching loss over in-episode steps (``action_is_pad`` False) and the real action dims only."""
         self._validate_batch(batch, training=True)
+        _apply_tf32(self.config, self.model.action_in_proj.weight.device)
         actions = self.prepare_action(batch)
         losses = self.model.forward(*self._inputs(batch), actions, noise=noise, time=time, generator=generator)
         action_dim = self.config.action_feature.shape[0]
@@ -455,20 +560,30 @@ class Gemma3nVLAPolicy(PreTrainedPolicy):
     def predict_action_chunk(self, batch: dict[str, Tensor], noise: Tensor | None = None,
                              generator: torch.Generator | None = None, **kwargs: Any) -> Tensor:
         """[B, chunk_size, action_dim] actions (normalized; the postprocessor unnormalizes)."""
-        self.eval()
+        if self.training:  # eval() walks thousands of modules (tens of ms per chunk); only when needed
+            self.eval()
         self._validate_batch(batch, training=False)
-        actions = self.model.sample_actions(*self._inputs(batch), noise=noise, generator=generator)
+        fast = self._fast_sampler()
+        sample = fast.sample_actions if fast is not None else self.model.sample_actions
+        actions = sample(*self._inputs(batch), noise=noise, generator=generator)
         actions = actions[:, :, : self.config.action_feature.shape[0]]
         return self._encode_actions(actions)
 
     @torch.no_grad()
     def select_action(self, batch: dict[str, Tensor], noise: Tensor | None = None,
                       generator: torch.Generator | None = None, **kwargs: Any) -> Tensor:
-        self.eval()
+        if self.training:
+            self.eval()
         if len(self._queues[ACTION]) == 0:
             actions = self.predict_action_chunk(batch, noise=noise, generator=generator)
             self._queues[ACTION].extend(actions.transpose(0, 1)[: self.config.n_action_steps])
         return self._queues[ACTION].popleft()
+
+
+def _apply_tf32(config: Gemma3nVLAConfig, device: torch.device) -> None:
+    if config.tf32 and device.type == "cuda" and not torch.backends.cuda.matmul.allow_tf32:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
 
 
 def _check_width(key: str, width: int, max_name: str, max_dim: int, expected: int) -> None:

@@ -168,6 +168,11 @@ def test_bfloat16_prefix_matches_transformers_bfloat16(tiny_backbone):
     vlm_dir, _ = tiny_backbone
     policy = Gemma3nVLAPolicy(make_config(vlm_dir, num_vlm_layers=6, backbone_dtype="bfloat16")).eval()
     ref = AutoModelForImageTextToText.from_pretrained(vlm_dir, dtype=torch.bfloat16).eval()
+    # Our vision tower routes timm's multi-query attention through fused SDPA (same function, checked in float32
+    # in test_fast_inference); in bfloat16 the kernels round differently, so the reference gets the same switch.
+    from gemma3nvla_ros.policy.gemma3n_with_expert import fuse_vision_attention
+
+    fuse_vision_attention(ref.model.vision_tower)
     net = policy.model
     vlm = net.vlm_with_expert
     batch = make_batch(policy.config, batch_size=1, seed=9)

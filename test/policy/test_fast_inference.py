@@ -1,0 +1,166 @@
+"""The fast inference path (fast_inference.FastSampler) computes the eager path's function on CPU (tiny backbone,
+float32, fresh random inputs, tasks of different lengths so that padding and the fixed task width are covered);
+its pieces (vision MQA through fused SDPA, capture-safe sparsity, folded-GQA attention, fused projections) match
+what they replace; the token tables can live in host memory; prepare_for_inference sets the policy up."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gemma3nvla_ros.policy.fast_inference import FastSampler, attention_bmm, attention_sdpa
+
+from helpers_policy import make_batch, make_config, rel
+
+TOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def policy(tiny_backbone):
+    from gemma3nvla_ros.policy.modeling_gemma3nvla import Gemma3nVLAPolicy
+
+    vlm_dir, _ = tiny_backbone
+    torch.manual_seed(1)
+    return Gemma3nVLAPolicy(make_config(vlm_dir, num_expert_layers=-1)).eval()
+
+
+def two_task_batch(policy, seed):
+    from transformers import AutoTokenizer
+
+    batch = make_batch(policy.config, batch_size=2, seed=seed)
+    tok = AutoTokenizer.from_pretrained(policy.config.vlm_model_name)
+    enc = tok(["pick the red cube\n", "push the blue ball into the left cup\n"], padding="longest", return_tensors="pt")
+    batch["observation.language.tokens"] = enc["input_ids"]
+    batch["observation.language.attention_mask"] = enc["attention_mask"].bool()
+    return batch
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "bmm"])
+def test_fast_path_equals_eager_on_fresh_inputs(policy, attention):
+    policy._fast = None
+    fast = FastSampler(policy.model, graphs=False, compile=False, attention=attention)
+    try:
+        for seed in (11, 12):
+            batch = two_task_batch(policy, seed)
+            noise = torch.randn(2, policy.config.chunk_size, policy.config.max_action_dim)
+            policy._fast = None
+            ref = policy.predict_action_chunk(batch, noise=noise)
+            policy._fast = fast
+            out = policy.predict_action_chunk(batch, noise=noise)
+            assert out.shape == ref.shape
+            assert rel(out, ref) <= TOL, (seed, rel(out, ref))
+        assert len(fast._plans) == 1  # both batches have the same tasks: one plan, reused
+        policy.predict_action_chunk(batch, noise=noise)
+        assert len(fast._plans) == 1
+    finally:
+        policy._fast = None
+
+
+def test_fast_prefix_kv_equals_eager(policy):
+    fast = FastSampler(policy.model, graphs=False, compile=False)
+    batch = two_task_batch(policy, 13)
+    inputs = policy._inputs(batch)
+    _, ref_kv = policy.model.compute_prefix(*inputs)
+    s = fast.load(*inputs, torch.randn(2, policy.config.chunk_size, policy.config.max_action_dim))
+    fast.run_phase(s, "vision")
+    fast.run_phase(s, "text")
+    # the fast path pads the task to tokenizer_max_length: compare the real (eager) positions of every layer
+    n = ref_kv[0][0].shape[2]
+    for (k, v), (rk, rv) in zip(s.prefix_kv, ref_kv):
+        idx = torch.cat([torch.arange(n - 1), torch.tensor([k.shape[2] - 1])])  # the state token is last in both
+        assert rel(k[:, :, idx], rk) <= TOL and rel(v[:, :, idx], rv) <= TOL
+
+
+def test_attention_bmm_equals_sdpa():
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(2, 8, 5, 16, generator=g)
+    k = torch.randn(2, 2, 11, 16, generator=g)
+    v = torch.randn(2, 2, 11, 16, generator=g)
+    bias = torch.zeros(2, 1, 5, 11).masked_fill(torch.rand(2, 1, 5, 11, generator=g) < 0.3, torch.finfo(torch.float32).min)
+    assert rel(attention_bmm(q, k, v, bias, 4), attention_sdpa(q, k, v, bias, 4)) <= 1e-6
+
+
+def test_fused_projections_are_views_and_saving_works(policy, tmp_path):
+    from gemma3nvla_ros.policy.modeling_gemma3nvla import Gemma3nVLAPolicy
+
+    fast = FastSampler(policy.model, graphs=False, compile=False)
+    layer = policy.model.vlm_with_expert.expert.layers[0]
+    fused = fast.fused[0]["gate_up"]
+    assert layer.mlp.gate_proj.weight.data_ptr() == fused.data_ptr()
+    policy._fast = fast
+    try:
+        policy.save_pretrained(tmp_path)  # safetensors refuses shared views: the policy saves own copies
+    finally:
+        policy._fast = None
+    loaded = Gemma3nVLAPolicy.from_pretrained(tmp_path, config=policy.config).eval()
+    batch = make_batch(policy.config, batch_size=1, seed=4)
+    noise = torch.randn(1, policy.config.chunk_size, policy.config.max_action_dim)
+    assert rel(loaded.predict_action_chunk(batch, noise=noise), policy.predict_action_chunk(batch, noise=noise)) <= TOL
+
+
+def test_vision_mqa_fused_equals_timm():
+    from timm.layers.attention2d import MultiQueryAttention2d
+
+    from gemma3nvla_ros.policy.gemma3n_with_expert import FusedMultiQueryAttention2d, fuse_vision_attention
+
+    torch.manual_seed(0)
+    mqa = MultiQueryAttention2d(32, num_heads=4, key_dim=8, value_dim=8, query_strides=2, kv_stride=2).eval()
+    x = torch.randn(2, 32, 8, 8)
+    with torch.no_grad():
+        ref = mqa(x)
+        holder = torch.nn.Sequential(mqa)
+        assert fuse_vision_attention(holder) == 1 and type(mqa) is FusedMultiQueryAttention2d
+        out = mqa(x)
+    assert rel(out, ref) <= 1e-5
+
+
+def test_capture_safe_sparsity_equals_transformers(policy):
+    from gemma3nvla_ros.policy.gemma3n_with_expert import CaptureSafeGaussianTopK
+
+    mlp = next(layer.mlp for layer in policy.model.vlm_with_expert.language_model.layers if layer.mlp.activation_sparsity > 0)
+    x = torch.randn(3, 7, 128)
+    ref = type(mlp)._gaussian_topk(mlp, x)
+    assert torch.equal(CaptureSafeGaussianTopK(mlp, torch.device("cpu"))(x), ref)
+
+
+def test_host_tables_stay_on_host_and_give_the_same_actions(tiny_backbone):
+    from gemma3nvla_ros.policy.modeling_gemma3nvla import Gemma3nVLAPolicy
+
+    vlm_dir, _ = tiny_backbone
+    torch.manual_seed(1)
+    policy = Gemma3nVLAPolicy(make_config(vlm_dir, num_expert_layers=-1, host_embeddings=True)).eval()
+    batch = make_batch(policy.config, batch_size=2, seed=6)
+    noise = torch.randn(2, policy.config.chunk_size, policy.config.max_action_dim)
+    ref = policy.predict_action_chunk(batch, noise=noise)
+    report = policy.prepare_for_inference(fast=True, warmup=False)
+    vlm = policy.model.vlm_with_expert
+    assert report["host_embeddings"] and vlm.host_embeddings
+    assert rel(policy.predict_action_chunk(batch, noise=noise), ref) <= TOL
+    # later moves leave the host-kept tables where they are
+    policy.to("meta")
+    assert all(t.weight.device.type == "cpu" for t in vlm.host_tables())
+    assert vlm.language_model.per_layer_model_projection.weight.device.type == "meta"
+
+
+def test_prepare_for_inference_and_select_action(tiny_backbone):
+    from gemma3nvla_ros.policy.modeling_gemma3nvla import Gemma3nVLAPolicy
+
+    vlm_dir, _ = tiny_backbone
+    torch.manual_seed(1)
+    policy = Gemma3nVLAPolicy(make_config(vlm_dir, num_expert_layers=-1))
+    report = policy.prepare_for_inference()  # CPU: "auto" keeps the eager path
+    assert report["path"] == "eager" and policy._fast is None and "warmup_s" in report
+    report = policy.prepare_for_inference(fast=True)
+    assert report["path"] == "fast" and report["graphs"] is False and report["compile"] is False
+    assert report["fallbacks"] == []
+    batch = make_batch(policy.config, batch_size=1, seed=8, with_actions=False)
+    action = policy.select_action(batch)
+    assert action.shape == (1, policy.config.action_feature.shape[0]) and torch.isfinite(action).all()
+    policy.prepare_for_inference(fast=False, warmup=False)
+    assert policy._fast is None
+
+
+def test_config_validates_fast_fields(tiny_backbone):
+    vlm_dir, _ = tiny_backbone
+    for field, value in (("fast_inference", "sometimes"), ("fast_attention", "flash"), ("inference_expert_dtype", "int8")):
+        with pytest.raises(ValueError, match=field):
+            make_config(vlm_dir, **{field: value})

@@ -148,7 +148,8 @@ class PolicyNode(Node):
             raise StartupError(str(exc)) from exc
         t0 = time.monotonic()
         self.runner.warmup(dummy_inputs(self.runner.input_features, self.task or "warm up"))
-        log.info(f"policy ready on {self.runner.device} (warm-up {time.monotonic() - t0:.2f} s)")
+        log.info(f"policy ready on {self.runner.device} (warm-up {time.monotonic() - t0:.2f} s; "
+                 f"{self.runner.fast_report.get('path', 'eager')} path)")
 
         for key, topic in self.contract.cameras.items():
             self._images[key] = None

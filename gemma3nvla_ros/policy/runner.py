@@ -161,6 +161,7 @@ class PolicyRunner:
         self.policy, self.preprocessor, self.postprocessor = self._load(vlm_model_name)
         self._torch_device = torch.device(self.device)
         self.last_infer_s: float | None = None
+        self.fast_report: dict[str, Any] = {}  # what prepare_for_inference set up (warmup)
 
     def _load_config(self, dtype: str, vlm_model_name: str | None):
         from lerobot.configs.policies import PreTrainedConfig
@@ -274,9 +275,12 @@ class PolicyRunner:
 
     def warmup(self, values: Mapping[str, Any], runs: int | None = None) -> None:
         """Run inference before reporting ready: the first call pays for cuDNN autotuning, lazy allocations and
-        (with ``compile_model``) compilation and CUDA-graph capture, which take several calls."""
+        (with ``compile_model``) compilation and CUDA-graph capture, which take several calls. On CUDA the
+        policy's fast path (whole-phase CUDA graphs, torch.compile; ``config.fast_inference``) is set up and
+        warmed first — minutes on first use — so that no real chunk pays for a compile."""
         import torch
 
+        self.fast_report = self.policy.prepare_for_inference(warmup=True)
         runs = runs if runs is not None else (3 if self.config.compile_model else 1)
         for _ in range(max(1, int(runs))):
             self.infer(values)

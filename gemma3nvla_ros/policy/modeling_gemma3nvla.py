@@ -44,6 +44,7 @@ from lerobot.utils.constants import ACTION, OBS_IMAGES, OBS_LANGUAGE_ATTENTION_M
 
 from .configuration_gemma3nvla import Gemma3nVLAConfig
 from .gemma3n_with_expert import Gemma3nWithExpertModel, PrefixOutput
+from .input_checks import check_finite, check_pixels, inputs_look_fine
 
 logger = logging.getLogger(__name__)
 
@@ -363,6 +364,12 @@ class Gemma3nVLAPolicy(PreTrainedPolicy):
                 f"Task has {batch[OBS_LANGUAGE_TOKENS].shape[-1]} tokens, more than tokenizer_max_length="
                 f"{cfg.tokenizer_max_length}."
             )
+        # NaN/inf state, NaN/inf or out-of-[0, 1] pixels: refused (they would give NaN or wrong actions silently).
+        # One device sync when all is well; the detailed checks say what is wrong.
+        if not inputs_look_fine([batch[OBS_STATE]], [batch[key] for key in present]):
+            check_finite(OBS_STATE, batch[OBS_STATE], batch.get("index"))
+            for key in present:
+                check_pixels(key, batch[key], batch.get("index"))
         if training:
             if ACTION not in batch:
                 raise ValueError(f"Missing {ACTION!r} in the training batch.")

@@ -44,7 +44,7 @@ from lerobot.utils.constants import ACTION, OBS_IMAGES, OBS_LANGUAGE_ATTENTION_M
 
 from .configuration_gemma3nvla import Gemma3nVLAConfig
 from .gemma3n_with_expert import Gemma3nWithExpertModel, PrefixOutput
-from .input_checks import check_finite, check_pixels, inputs_look_fine
+from .input_checks import InputRefused, check_finite, check_pixels, inputs_look_fine
 
 logger = logging.getLogger(__name__)
 
@@ -441,18 +441,27 @@ class Gemma3nVLAPolicy(PreTrainedPolicy):
     # ------------------------------------------------------------------ LeRobot API
     def forward(self, batch: dict[str, Tensor], noise: Tensor | None = None, time: Tensor | None = None,
                 reduction: str = "mean", generator: torch.Generator | None = None) -> tuple[Tensor, dict]:
-        """Flow-matching loss over in-episode steps (``action_is_pad`` False) and the real action dims only."""
+        """Flow-matching loss over in-episode steps (``action_is_pad`` False) and the real action dims only.
+        A NaN/inf action in an in-episode step is refused; in a padded step it is zeroed (it is never trained on,
+        and would otherwise reach every step's loss through the expert's attention)."""
         self._validate_batch(batch, training=True)
         actions = self.prepare_action(batch)
-        losses = self.model.forward(*self._inputs(batch), actions, noise=noise, time=time, generator=generator)
         action_dim = self.config.action_feature.shape[0]
-        losses = losses[:, :, :action_dim]
         if ACTION_IS_PAD in batch:
-            valid = (~batch[ACTION_IS_PAD].bool()).to(losses.dtype)
+            in_episode = ~batch[ACTION_IS_PAD].bool()
         else:
-            valid = torch.ones(losses.shape[:2], dtype=losses.dtype, device=losses.device)
-        per_sample = (losses * valid[..., None]).sum(dim=(1, 2)) / (valid.sum(dim=1) * action_dim).clamp(min=1)
-        loss = (losses * valid[..., None]).sum() / (valid.sum() * action_dim).clamp(min=1)
+            in_episode = torch.ones(actions.shape[:2], dtype=torch.bool, device=actions.device)
+        nonfinite = ~torch.isfinite(actions)
+        if bool(nonfinite.any()):
+            _refuse_nonfinite_actions(nonfinite[..., :action_dim] & in_episode[..., None], batch.get("index"))
+            actions = torch.where(nonfinite, torch.zeros((), dtype=actions.dtype, device=actions.device), actions)
+        losses = self.model.forward(*self._inputs(batch), actions, noise=noise, time=time, generator=generator)
+        losses = losses[:, :, :action_dim]
+        valid = in_episode.to(losses.dtype)
+        # Masked by selection (a NaN times 0 is still NaN).
+        masked = torch.where(in_episode[..., None], losses, torch.zeros((), dtype=losses.dtype, device=losses.device))
+        per_sample = masked.sum(dim=(1, 2)) / (valid.sum(dim=1) * action_dim).clamp(min=1)
+        loss = masked.sum() / (valid.sum() * action_dim).clamp(min=1)
         info = {"loss": loss.item(), "valid_action_steps": float(valid.sum().item())}
         if reduction == "none":
             return per_sample, info
@@ -476,6 +485,26 @@ class Gemma3nVLAPolicy(PreTrainedPolicy):
             actions = self.predict_action_chunk(batch, noise=noise, generator=generator)
             self._queues[ACTION].extend(actions.transpose(0, 1)[: self.config.n_action_steps])
         return self._queues[ACTION].popleft()
+
+
+def _refuse_nonfinite_actions(bad: Tensor, ids: Any = None) -> None:
+    """``bad`` [B, chunk, action_dim]: non-finite actions in in-episode steps. Training on them would make every
+    weight NaN: refused, naming the samples, steps and dims."""
+    if not bool(bad.any()):
+        return
+    samples = torch.nonzero(bad.any(dim=(1, 2)).cpu()).flatten().tolist()
+    steps = torch.nonzero(bad.any(dim=(0, 2)).cpu()).flatten().tolist()
+    dims = torch.nonzero(bad.any(dim=(0, 1)).cpu()).flatten().tolist()
+    where = f"samples {samples[:8]}"
+    if ids is not None:
+        try:
+            where += f" (dataset index {[int(i) for i in torch.as_tensor(ids).reshape(-1)[samples[:8]].tolist()]})"
+        except (TypeError, ValueError, IndexError, RuntimeError):
+            pass
+    raise InputRefused(
+        f"{ACTION} is not finite in in-episode steps {steps[:16]} (dims {dims}) of {where}: not training on it; fix "
+        f"those frames of the dataset (a NaN/inf in padded steps, {ACTION_IS_PAD}=True, is ignored)."
+    )
 
 
 def _check_width(key: str, width: int, max_name: str, max_dim: int, expected: int) -> None:

@@ -1,5 +1,6 @@
 """Issue #14: non-finite and mis-scaled inputs are refused with a message that names the input (policy and
-preprocessor, before LeRobot's own steps)."""
+preprocessor, before LeRobot's own steps); a NaN in a padded action step does not poison the loss and one in an
+in-episode step is refused."""
 from __future__ import annotations
 
 import json
@@ -147,3 +148,46 @@ def test_saved_preprocessor_keeps_the_check_and_old_ones_get_it(policy, tmp_path
     obs["observation.state"] = torch.zeros(7)
     with pytest.raises(InputRefused, match=r"7 values\) but the policy was configured for 6"):
         old(obs)
+
+
+# ------------------------------------------------------------------ training: padded vs in-episode steps
+def test_nan_in_padded_action_steps_does_not_poison_the_loss(policy):
+    cfg = policy.config
+    batch = make_batch(cfg, seed=4)
+    noise = torch.randn(2, cfg.chunk_size, cfg.max_action_dim, generator=torch.Generator().manual_seed(0))
+    time = torch.tensor([0.3, 0.8])
+    batch["action_is_pad"][0, 5:] = True
+    batch["action"][0, 5:] = 0.0
+    expected, _ = policy.forward(batch, noise=noise, time=time)
+    per_sample, _ = policy.forward(batch, noise=noise, time=time, reduction="none")
+
+    poisoned = dict(batch)
+    poisoned["action"] = batch["action"].clone()
+    poisoned["action"][0, 5:, 1] = math.nan
+    poisoned["action"][0, 6, 3] = math.inf
+    loss, info = policy.forward(poisoned, noise=noise, time=time)
+    assert torch.isfinite(loss) and math.isfinite(info["loss"])
+    torch.testing.assert_close(loss, expected, rtol=0, atol=0)
+    torch.testing.assert_close(policy.forward(poisoned, noise=noise, time=time, reduction="none")[0], per_sample,
+                               rtol=0, atol=0)
+    policy.zero_grad()
+    loss.backward()
+    grads = [p.grad for p in policy.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    policy.zero_grad()
+
+
+def test_nan_in_an_in_episode_action_step_is_refused(policy):
+    from gemma3nvla_ros.policy.input_checks import InputRefused
+
+    batch = make_batch(policy.config, seed=4)
+    batch["action_is_pad"][0, 5:] = True
+    batch["action"][1, 6, 2] = math.nan  # sample 1 has no padding: a real step
+    batch["index"] = torch.tensor([10, 77])
+    with pytest.raises(InputRefused, match=r"action is not finite in in-episode steps \[6\] \(dims \[2\]\) of samples "
+                                           r"\[1\] \(dataset index \[77\]\)"):
+        policy.forward(batch)
+    batch["action"][1, 6, 2] = 0.0
+    batch["action"][0, 3, 0] = -math.inf  # before sample 0's padding
+    with pytest.raises(InputRefused, match=r"in-episode steps \[3\] \(dims \[0\]\) of samples \[0\]"):
+        policy.forward(batch)

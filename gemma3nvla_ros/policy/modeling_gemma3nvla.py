@@ -38,7 +38,6 @@ from lerobot.policies.smolvla.modeling_smolvla import (
     aloha_gripper_from_angular,
     aloha_gripper_from_angular_inv,
     aloha_gripper_to_angular,
-    resize_with_pad,
 )
 from lerobot.utils.constants import ACTION, OBS_IMAGES, OBS_LANGUAGE_ATTENTION_MASK, OBS_LANGUAGE_TOKENS, OBS_STATE
 
@@ -70,6 +69,28 @@ def create_sinusoidal_pos_embedding(time: Tensor, dimension: int, min_period: fl
     scaling = 1.0 / period * 2 * math.pi
     sin_input = scaling[None, :] * time.to(dtype)[:, None]
     return torch.cat([torch.sin(sin_input), torch.cos(sin_input)], dim=1)
+
+
+def resize_image(img: Tensor, height: int, width: int, mode: str = "stretch", antialias: bool = True) -> Tensor:
+    """[B, C, H, W] float images -> [B, C, height, width]. ``stretch``: the whole frame scaled to the size, as Gemma 3n's
+    image processor does (bilinear, antialiased). ``pad``: scaled to fit with its aspect ratio kept, then zero-padded on
+    the left and top, as SmolVLA's ``resize_with_pad`` (same sizes and layout). ``antialias``: low-pass when
+    downscaling (bilinear with the kernel widened by the scale factor, as PIL and torchvision do); it changes nothing
+    when upscaling."""
+    cur_height, cur_width = img.shape[-2:]
+    if mode == "stretch":
+        size = (height, width)
+    elif mode == "pad":
+        ratio = max(cur_width / width, cur_height / height)
+        size = (int(cur_height / ratio), int(cur_width / ratio))
+    else:
+        raise ValueError(f"resize mode must be 'stretch' or 'pad', got {mode!r}")
+    if size != (cur_height, cur_width):
+        downscale = size[0] < cur_height or size[1] < cur_width
+        img = F.interpolate(img, size=size, mode="bilinear", align_corners=False, antialias=antialias and downscale)
+    if size != (height, width):
+        img = F.pad(img, (width - size[1], 0, height - size[0], 0), value=0)
+    return img
 
 
 def pad_vector(vector: Tensor, new_dim: int) -> Tensor:
@@ -380,8 +401,8 @@ class Gemma3nVLAPolicy(PreTrainedPolicy):
                 raise ValueError(f"{ACTION} must be [B, chunk_size={cfg.chunk_size}, {expected_action}], got {tuple(act.shape)}.")
 
     def prepare_images(self, batch: dict[str, Tensor]) -> tuple[list[Tensor], list[Tensor]]:
-        """Resize with padding to ``resize_imgs_with_padding``; pixels stay in [0, 1] (Gemma 3n's tower takes
-        them unnormalized). Missing empty cameras become zero images with a False mask."""
+        """Resize to ``resize_imgs_with_padding`` (height, width) as ``resize_mode`` says; pixels stay in [0, 1]
+        (Gemma 3n's tower takes them unnormalized). Missing empty cameras become zero images with a False mask."""
         images, masks = [], []
         ref = None
         for key in self.config.image_features:
@@ -390,7 +411,8 @@ class Gemma3nVLAPolicy(PreTrainedPolicy):
             img = batch[key][:, -1] if batch[key].ndim == 5 else batch[key]
             img = img.float()
             if self.config.resize_imgs_with_padding is not None:
-                img = resize_with_pad(img, *self.config.resize_imgs_with_padding, pad_value=0)
+                height, width = self.config.resize_imgs_with_padding
+                img = resize_image(img, height, width, self.config.resize_mode, self.config.resize_antialias)
             bsize = img.shape[0]
             mask_key = f"{key}_padding_mask"
             mask = batch[mask_key].bool() if mask_key in batch else torch.ones(bsize, dtype=torch.bool, device=img.device)

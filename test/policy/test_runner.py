@@ -114,13 +114,17 @@ def test_infer_refuses_non_finite_and_wrong_width_state(runner, contract, demo_d
                                          r"configured for 6"):
         runner.infer(obs)
 
-    # A checkpoint saved before the input check: checked all the same.
+    # A checkpoint saved before the input check and the resize option: padded as it was trained, checked all the same.
     old = tmp_path / "old_checkpoint"
     shutil.copytree(demo_dir / "pretrained_model", old)
+    config = json.loads((old / "config.json").read_text())
+    del config["resize_mode"], config["resize_antialias"]
+    (old / "config.json").write_text(json.dumps(config, indent=4))
     pre = json.loads((old / "policy_preprocessor.json").read_text())
     pre["steps"] = [s for s in pre["steps"] if s.get("registry_name") != "gemma3nvla_input_check"]
     (old / "policy_preprocessor.json").write_text(json.dumps(pre, indent=4))
     old_runner = PolicyRunner(str(old), device="cpu")
+    assert (old_runner.config.resize_mode, old_runner.config.resize_antialias) == ("pad", False)
     assert np.isfinite(old_runner.infer(values(contract))).all()
     with pytest.raises(ValueError, match=r"\(5 values\) but the policy was configured for 6"):
         old_runner.infer(obs)

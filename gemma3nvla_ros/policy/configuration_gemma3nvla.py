@@ -25,6 +25,18 @@ KNOWN_VLM_LAYERS = {
 }
 
 ATTENTION_MODES = ("cross_attn", "self_attn")
+RESIZE_MODES = ("stretch", "pad")
+# The fields of a config.json saved before resize_mode / resize_antialias existed (draccus writes every field):
+# never add to this set.
+_FIELDS_BEFORE_RESIZE_MODE = frozenset((
+    "chunk_size n_action_steps normalization_mapping max_state_dim max_action_dim resize_imgs_with_padding "
+    "empty_cameras adapt_to_pi_aloha use_delta_joint_actions_aloha tokenizer_max_length pad_language_to "
+    "truncate_long_tasks num_steps use_cache freeze_vision_encoder train_expert_only train_state_proj optimizer_lr "
+    "optimizer_betas optimizer_eps optimizer_weight_decay optimizer_grad_clip_norm scheduler_warmup_steps "
+    "scheduler_decay_steps scheduler_decay_lr vlm_model_name load_vlm_weights vlm_config_overrides backbone_dtype "
+    "attn_implementation keep_full_backbone attention_mode num_expert_layers num_vlm_layers self_attn_every_n_layers "
+    "expert_width_multiplier compile_model compile_mode min_period max_period"
+).split())
 BACKBONE_DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
@@ -48,9 +60,16 @@ class Gemma3nVLAConfig(PreTrainedConfig):
     max_state_dim: int = 32
     max_action_dim: int = 32
 
-    # Images are resized (keeping the aspect ratio) and zero-padded to this (height, width). Gemma 3n's
+    # Every camera is resized to this (height, width) before the vision tower (None: taken as it is). Gemma 3n's
     # MobileNetV5 tower is trained at 768x768 with pixels in [0, 1] and no mean/std normalization.
     resize_imgs_with_padding: tuple[int, int] | None = (768, 768)
+    # How: "stretch" scales the whole frame to (height, width), as Gemma 3n's own image processor does (what the
+    # pretrained tower saw); "pad" keeps the aspect ratio and zero-pads on the left/top, as SmolVLA does (a 4:3
+    # frame spends 25% of a square on black bars, a 16:9 one 44%). A checkpoint saved before this option existed
+    # loads as "pad" without antialiasing, as it was trained (see __new__).
+    resize_mode: str = "stretch"
+    # Low-pass (antialiased bilinear, as Gemma 3n's processor) when downscaling; no effect when upscaling.
+    resize_antialias: bool = True
 
     # Extra all-zero, masked-out cameras (as SmolVLA: e.g. the ALOHA sim's missing wrist cameras).
     empty_cameras: int = 0
@@ -129,8 +148,19 @@ class Gemma3nVLAConfig(PreTrainedConfig):
     min_period: float = 4e-3
     max_period: float = 4.0
 
+    def __new__(cls, *args: Any, **kwargs: Any):
+        # draccus builds a loaded config as cls(**<the fields in config.json>). A file holding every field of the
+        # schema before resize_mode but not resize_mode was saved when images were always padded, unantialiased:
+        # such a checkpoint keeps that preprocessing (an explicit resize_mode, e.g. a CLI override, wins).
+        self = super().__new__(cls)
+        if not args and "resize_mode" not in kwargs and _FIELDS_BEFORE_RESIZE_MODE <= kwargs.keys():
+            self.__dict__["_saved_before_resize_mode"] = True
+        return self
+
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.__dict__.pop("_saved_before_resize_mode", False):
+            self.resize_mode, self.resize_antialias = "pad", False
         self._validate_scalars()
 
     # ------------------------------------------------------------------ validation
@@ -182,6 +212,16 @@ class Gemma3nVLAConfig(PreTrainedConfig):
                     f"`resize_imgs_with_padding` must be None or (height, width) positive ints, got {self.resize_imgs_with_padding!r}."
                 )
             self.resize_imgs_with_padding = size
+        if self.resize_mode not in RESIZE_MODES:
+            raise ValueError(f"`resize_mode` must be one of {RESIZE_MODES}, got {self.resize_mode!r}.")
+        if not isinstance(self.resize_antialias, bool):
+            raise ValueError(f"`resize_antialias` must be a bool, got {self.resize_antialias!r}.")
+        visual = self.normalization_mapping.get("VISUAL", NormalizationMode.IDENTITY)
+        if NormalizationMode(visual) is not NormalizationMode.IDENTITY:
+            raise ValueError(
+                f"normalization_mapping['VISUAL'] must be IDENTITY, got {visual}: Gemma 3n's vision tower takes pixels "
+                "in [0, 1] as they are."
+            )
         if not isinstance(self.empty_cameras, int) or self.empty_cameras < 0:
             raise ValueError(f"`empty_cameras` must be an integer >= 0, got {self.empty_cameras!r}.")
         if self.use_delta_joint_actions_aloha:

@@ -39,12 +39,12 @@ from lerobot.policies.smolvla.modeling_smolvla import (
     aloha_gripper_from_angular,
     aloha_gripper_from_angular_inv,
     aloha_gripper_to_angular,
-    resize_with_pad,
 )
 from lerobot.utils.constants import ACTION, OBS_IMAGES, OBS_LANGUAGE_ATTENTION_MASK, OBS_LANGUAGE_TOKENS, OBS_STATE
 
 from .configuration_gemma3nvla import Gemma3nVLAConfig
 from .gemma3n_with_expert import Gemma3nWithExpertModel, PrefixOutput
+from .input_checks import InputRefused, check_finite, check_pixels, inputs_look_fine
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +70,28 @@ def create_sinusoidal_pos_embedding(time: Tensor, dimension: int, min_period: fl
     scaling = 1.0 / period * 2 * math.pi
     sin_input = scaling[None, :] * time.to(dtype)[:, None]
     return torch.cat([torch.sin(sin_input), torch.cos(sin_input)], dim=1)
+
+
+def resize_image(img: Tensor, height: int, width: int, mode: str = "stretch", antialias: bool = True) -> Tensor:
+    """[B, C, H, W] float images -> [B, C, height, width]. ``stretch``: the whole frame scaled to the size, as Gemma 3n's
+    image processor does (bilinear, antialiased). ``pad``: scaled to fit with its aspect ratio kept, then zero-padded on
+    the left and top, as SmolVLA's ``resize_with_pad`` (same sizes and layout). ``antialias``: low-pass when
+    downscaling (bilinear with the kernel widened by the scale factor, as PIL and torchvision do); it changes nothing
+    when upscaling."""
+    cur_height, cur_width = img.shape[-2:]
+    if mode == "stretch":
+        size = (height, width)
+    elif mode == "pad":
+        ratio = max(cur_width / width, cur_height / height)
+        size = (int(cur_height / ratio), int(cur_width / ratio))
+    else:
+        raise ValueError(f"resize mode must be 'stretch' or 'pad', got {mode!r}")
+    if size != (cur_height, cur_width):
+        downscale = size[0] < cur_height or size[1] < cur_width
+        img = F.interpolate(img, size=size, mode="bilinear", align_corners=False, antialias=antialias and downscale)
+    if size != (height, width):
+        img = F.pad(img, (width - size[1], 0, height - size[0], 0), value=0)
+    return img
 
 
 def pad_vector(vector: Tensor, new_dim: int) -> Tensor:
@@ -467,6 +489,12 @@ class Gemma3nVLAPolicy(PreTrainedPolicy):
                 f"Task has {batch[OBS_LANGUAGE_TOKENS].shape[-1]} tokens, more than tokenizer_max_length="
                 f"{cfg.tokenizer_max_length}."
             )
+        # NaN/inf state, NaN/inf or out-of-[0, 1] pixels: refused (they would give NaN or wrong actions silently).
+        # One device sync when all is well; the detailed checks say what is wrong.
+        if not inputs_look_fine([batch[OBS_STATE]], [batch[key] for key in present]):
+            check_finite(OBS_STATE, batch[OBS_STATE], batch.get("index"))
+            for key in present:
+                check_pixels(key, batch[key], batch.get("index"))
         if training:
             if ACTION not in batch:
                 raise ValueError(f"Missing {ACTION!r} in the training batch.")
@@ -477,8 +505,8 @@ class Gemma3nVLAPolicy(PreTrainedPolicy):
                 raise ValueError(f"{ACTION} must be [B, chunk_size={cfg.chunk_size}, {expected_action}], got {tuple(act.shape)}.")
 
     def prepare_images(self, batch: dict[str, Tensor]) -> tuple[list[Tensor], list[Tensor]]:
-        """Resize with padding to ``resize_imgs_with_padding``; pixels stay in [0, 1] (Gemma 3n's tower takes
-        them unnormalized). Missing empty cameras become zero images with a False mask."""
+        """Resize to ``resize_imgs_with_padding`` (height, width) as ``resize_mode`` says; pixels stay in [0, 1]
+        (Gemma 3n's tower takes them unnormalized). Missing empty cameras become zero images with a False mask."""
         images, masks = [], []
         ref = None
         for key in self.config.image_features:
@@ -487,7 +515,8 @@ class Gemma3nVLAPolicy(PreTrainedPolicy):
             img = batch[key][:, -1] if batch[key].ndim == 5 else batch[key]
             img = img.float()
             if self.config.resize_imgs_with_padding is not None:
-                img = resize_with_pad(img, *self.config.resize_imgs_with_padding, pad_value=0)
+                height, width = self.config.resize_imgs_with_padding
+                img = resize_image(img, height, width, self.config.resize_mode, self.config.resize_antialias)
             bsize = img.shape[0]
             mask_key = f"{key}_padding_mask"
             mask = batch[mask_key].bool() if mask_key in batch else torch.ones(bsize, dtype=torch.bool, device=img.device)
@@ -538,19 +567,28 @@ class Gemma3nVLAPolicy(PreTrainedPolicy):
     # ------------------------------------------------------------------ LeRobot API
     def forward(self, batch: dict[str, Tensor], noise: Tensor | None = None, time: Tensor | None = None,
                 reduction: str = "mean", generator: torch.Generator | None = None) -> tuple[Tensor, dict]:
-        """Flow-matching loss over in-episode steps (``action_is_pad`` False) and the real action dims only."""
+        """Flow-matching loss over in-episode steps (``action_is_pad`` False) and the real action dims only.
+        A NaN/inf action in an in-episode step is refused; in a padded step it is zeroed (it is never trained on,
+        and would otherwise reach every step's loss through the expert's attention)."""
         self._validate_batch(batch, training=True)
         _apply_tf32(self.config, self.model.action_in_proj.weight.device)
         actions = self.prepare_action(batch)
-        losses = self.model.forward(*self._inputs(batch), actions, noise=noise, time=time, generator=generator)
         action_dim = self.config.action_feature.shape[0]
-        losses = losses[:, :, :action_dim]
         if ACTION_IS_PAD in batch:
-            valid = (~batch[ACTION_IS_PAD].bool()).to(losses.dtype)
+            in_episode = ~batch[ACTION_IS_PAD].bool()
         else:
-            valid = torch.ones(losses.shape[:2], dtype=losses.dtype, device=losses.device)
-        per_sample = (losses * valid[..., None]).sum(dim=(1, 2)) / (valid.sum(dim=1) * action_dim).clamp(min=1)
-        loss = (losses * valid[..., None]).sum() / (valid.sum() * action_dim).clamp(min=1)
+            in_episode = torch.ones(actions.shape[:2], dtype=torch.bool, device=actions.device)
+        nonfinite = ~torch.isfinite(actions)
+        if bool(nonfinite.any()):
+            _refuse_nonfinite_actions(nonfinite[..., :action_dim] & in_episode[..., None], batch.get("index"))
+            actions = torch.where(nonfinite, torch.zeros((), dtype=actions.dtype, device=actions.device), actions)
+        losses = self.model.forward(*self._inputs(batch), actions, noise=noise, time=time, generator=generator)
+        losses = losses[:, :, :action_dim]
+        valid = in_episode.to(losses.dtype)
+        # Masked by selection (a NaN times 0 is still NaN).
+        masked = torch.where(in_episode[..., None], losses, torch.zeros((), dtype=losses.dtype, device=losses.device))
+        per_sample = masked.sum(dim=(1, 2)) / (valid.sum(dim=1) * action_dim).clamp(min=1)
+        loss = masked.sum() / (valid.sum() * action_dim).clamp(min=1)
         info = {"loss": loss.item(), "valid_action_steps": float(valid.sum().item())}
         if reduction == "none":
             return per_sample, info
@@ -584,6 +622,26 @@ def _apply_tf32(config: Gemma3nVLAConfig, device: torch.device) -> None:
     if config.tf32 and device.type == "cuda" and not torch.backends.cuda.matmul.allow_tf32:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+
+
+def _refuse_nonfinite_actions(bad: Tensor, ids: Any = None) -> None:
+    """``bad`` [B, chunk, action_dim]: non-finite actions in in-episode steps. Training on them would make every
+    weight NaN: refused, naming the samples, steps and dims."""
+    if not bool(bad.any()):
+        return
+    samples = torch.nonzero(bad.any(dim=(1, 2)).cpu()).flatten().tolist()
+    steps = torch.nonzero(bad.any(dim=(0, 2)).cpu()).flatten().tolist()
+    dims = torch.nonzero(bad.any(dim=(0, 1)).cpu()).flatten().tolist()
+    where = f"samples {samples[:8]}"
+    if ids is not None:
+        try:
+            where += f" (dataset index {[int(i) for i in torch.as_tensor(ids).reshape(-1)[samples[:8]].tolist()]})"
+        except (TypeError, ValueError, IndexError, RuntimeError):
+            pass
+    raise InputRefused(
+        f"{ACTION} is not finite in in-episode steps {steps[:16]} (dims {dims}) of {where}: not training on it; fix "
+        f"those frames of the dataset (a NaN/inf in padded steps, {ACTION_IS_PAD}=True, is ignored)."
+    )
 
 
 def _check_width(key: str, width: int, max_name: str, max_dim: int, expected: int) -> None:

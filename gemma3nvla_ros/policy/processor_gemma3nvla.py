@@ -1,8 +1,10 @@
 """Pre/post-processing pipelines of the Gemma3nVLA policy (LeRobot 0.4.x style: normalization lives here).
 
-Pre: rename (identity, as SmolVLA) -> add batch dim -> task ends with "\\n" -> task length check -> tokenize
-(Gemma 3n tokenizer of ``vlm_model_name``, right padding) -> device -> normalize state/action (images stay in
-[0, 1]: Gemma 3n's vision tower takes them unnormalized). Post: unnormalize actions -> CPU.
+Pre: rename (identity, as SmolVLA) -> add batch dim -> input check (task there, state/action widths, no NaN/inf,
+pixels in [0, 1]: refused before LeRobot's steps fail on them with bare errors) -> task ends with "\\n" -> task
+length check -> tokenize (Gemma 3n tokenizer of ``vlm_model_name``, right padding) -> device -> normalize
+state/action (images stay in [0, 1]: Gemma 3n's vision tower takes them unnormalized). Post: unnormalize actions
+-> CPU.
 """
 from __future__ import annotations
 
@@ -20,15 +22,81 @@ from lerobot.processor import (
     NormalizerProcessorStep,
     PolicyAction,
     PolicyProcessorPipeline,
+    ProcessorStep,
     ProcessorStepRegistry,
     RenameObservationsProcessorStep,
     TokenizerProcessorStep,
     UnnormalizerProcessorStep,
 )
 from lerobot.processor.converters import policy_action_to_transition, transition_to_policy_action
-from lerobot.utils.constants import POLICY_POSTPROCESSOR_DEFAULT_NAME, POLICY_PREPROCESSOR_DEFAULT_NAME
+from lerobot.processor.core import TransitionKey
+from lerobot.utils.constants import (
+    ACTION,
+    OBS_IMAGES,
+    OBS_STATE,
+    POLICY_POSTPROCESSOR_DEFAULT_NAME,
+    POLICY_PREPROCESSOR_DEFAULT_NAME,
+)
 
 from .configuration_gemma3nvla import Gemma3nVLAConfig
+from .input_checks import InputRefused, check_finite, check_pixels, check_task, check_width
+
+
+@ProcessorStepRegistry.register(name="gemma3nvla_input_check")
+@dataclass
+class Gemma3nVLAInputCheck(ProcessorStep):
+    """Refuses (InputRefused, a ValueError) what LeRobot's later steps would fail on with a bare error or pass on
+    silently: no task (tokenizer: KeyError), a state or action of the wrong width (normalizer: RuntimeError), NaN/inf
+    in the state, images that are not floats in [0, 1] or hold a NaN/inf pixel. Runs right after the batch dim is
+    added. Action values are the policy's to check (a NaN in a padded step is allowed there)."""
+
+    state_dim: int | None = None
+    action_dim: int | None = None
+    image_keys: list[str] = field(default_factory=list)  # the cameras (batches also hold their *_is_pad masks)
+
+    @classmethod
+    def from_config(cls, config: Gemma3nVLAConfig) -> Gemma3nVLAInputCheck:
+        state, action = config.robot_state_feature, config.action_feature
+        return cls(state_dim=int(state.shape[0]) if state is not None else None,
+                   action_dim=int(action.shape[0]) if action is not None else None,
+                   image_keys=[k for k in config.image_features if not k.startswith(f"{OBS_IMAGES}.empty_camera_")])
+
+    def __call__(self, transition):
+        obs = transition.get(TransitionKey.OBSERVATION) or {}
+        extra = transition.get(TransitionKey.COMPLEMENTARY_DATA) or {}
+        ids = extra.get("index")
+        state = obs.get(OBS_STATE)
+        if self.state_dim is not None:
+            if state is None:
+                raise InputRefused(f"Missing {OBS_STATE!r}; expected a [B, {self.state_dim}] tensor.")
+            check_width(OBS_STATE, state, self.state_dim)
+            check_finite(OBS_STATE, torch.as_tensor(state), ids)
+        batch_size = int(state.shape[0]) if getattr(state, "ndim", 0) >= 2 else None
+        check_task(extra.get("task"), batch_size)
+        for key in self.image_keys:
+            if isinstance(obs.get(key), torch.Tensor):
+                check_pixels(key, obs[key], ids)
+        action = transition.get(TransitionKey.ACTION)
+        if self.action_dim is not None and action is not None:
+            check_width(ACTION, action, self.action_dim)
+        return transition
+
+    def get_config(self) -> dict[str, Any]:
+        return {"state_dim": self.state_dim, "action_dim": self.action_dim, "image_keys": list(self.image_keys)}
+
+    def transform_features(
+        self, features: dict[PipelineFeatureType, dict[str, PolicyFeature]]
+    ) -> dict[PipelineFeatureType, dict[str, PolicyFeature]]:
+        return features
+
+
+def add_input_check(pipeline: PolicyProcessorPipeline, config: Gemma3nVLAConfig) -> bool:
+    """Puts the input check into a preprocessor saved before it existed (after its batch-dim step); True if added."""
+    if any(isinstance(step, Gemma3nVLAInputCheck) for step in pipeline.steps):
+        return False
+    at = next((i + 1 for i, step in enumerate(pipeline.steps) if isinstance(step, AddBatchDimensionProcessorStep)), 0)
+    pipeline.steps.insert(at, Gemma3nVLAInputCheck.from_config(config))
+    return True
 
 
 @ProcessorStepRegistry.register(name="gemma3nvla_task_length_check")
@@ -51,7 +119,8 @@ class Gemma3nVLATaskLengthCheck(ComplementaryDataProcessorStep):
 
     def complementary_data(self, complementary_data: dict[str, Any]) -> dict[str, Any]:
         task = complementary_data.get("task")
-        if task is None or self.truncate:
+        check_task(task)  # a missing task is refused here too (LeRobot's tokenizer would say KeyError: 'task')
+        if self.truncate:
             return complementary_data
         tasks = [task] if isinstance(task, str) else list(task)
         for t in tasks:
@@ -82,6 +151,7 @@ def make_gemma3nvla_pre_post_processors(
     input_steps = [
         RenameObservationsProcessorStep(rename_map={}),
         AddBatchDimensionProcessorStep(),
+        Gemma3nVLAInputCheck.from_config(config),
         SmolVLANewLineProcessor(),
         Gemma3nVLATaskLengthCheck(
             tokenizer_name=config.vlm_model_name,

@@ -9,7 +9,8 @@ postprocessor (unnormalize, CPU) — nothing else, so nothing is transformed twi
 never resized here (the checkpoint's image shape must be the camera's).
 
 Every loading failure is a :class:`PolicyLoadError` whose message says what to do (the node exits with
-code 2 on it).
+code 2 on it). An observation the policy will not act on (no task, a state of the wrong width, NaN/inf, pixels
+outside [0, 1]) is a ``ValueError`` from ``infer`` that says which input and why; nothing is published for it.
 """
 from __future__ import annotations
 
@@ -208,6 +209,9 @@ class PolicyRunner:
             ) from None
         except ValueError as exc:  # a tensor missing/mismatching in model.safetensors, bad processor config
             raise PolicyLoadError(f"{self.checkpoint_path} does not load as saved: {exc}") from None
+        from gemma3nvla_ros.policy.processor_gemma3nvla import add_input_check
+
+        add_input_check(pre, self.config)  # a preprocessor saved before the input check existed gets it here
         policy.eval()
         return policy, pre, post
 

@@ -3,6 +3,7 @@ policy + saved processors applied by hand (nothing transformed twice), and every
 to do. Also the demo checkpoint's own guarantees (idempotent, never half-written, rebuilt when stale)."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -99,6 +100,34 @@ def test_infer_refuses_frames_at_another_resolution(runner, contract):
         runner.infer(obs)
     with pytest.raises(ValueError, match="non-empty 'task'"):
         runner.infer({**values(contract), "task": " "})
+
+
+def test_infer_refuses_non_finite_and_wrong_width_state(runner, contract, demo_dir, tmp_path):
+    """Refused with what was wrong (the node skips the observation and reports it), never NaN actions."""
+    obs = values(contract)
+    obs["observation.state"] = obs["observation.state"].copy()
+    obs["observation.state"][3] = np.nan
+    with pytest.raises(ValueError, match=r"observation.state is not finite: NaN at dims \[3\] in sample 0"):
+        runner.infer(obs)
+    obs["observation.state"] = np.zeros(len(contract.joints) - 1, np.float32)
+    with pytest.raises(ValueError, match=r"observation.state has shape \(1, 5\) \(5 values\) but the policy was "
+                                         r"configured for 6"):
+        runner.infer(obs)
+
+    # A checkpoint saved before the input check and the resize option: padded as it was trained, checked all the same.
+    old = tmp_path / "old_checkpoint"
+    shutil.copytree(demo_dir / "pretrained_model", old)
+    config = json.loads((old / "config.json").read_text())
+    del config["resize_mode"], config["resize_antialias"]
+    (old / "config.json").write_text(json.dumps(config, indent=4))
+    pre = json.loads((old / "policy_preprocessor.json").read_text())
+    pre["steps"] = [s for s in pre["steps"] if s.get("registry_name") != "gemma3nvla_input_check"]
+    (old / "policy_preprocessor.json").write_text(json.dumps(pre, indent=4))
+    old_runner = PolicyRunner(str(old), device="cpu")
+    assert (old_runner.config.resize_mode, old_runner.config.resize_antialias) == ("pad", False)
+    assert np.isfinite(old_runner.infer(values(contract))).all()
+    with pytest.raises(ValueError, match=r"\(5 values\) but the policy was configured for 6"):
+        old_runner.infer(obs)
 
 
 def test_warmup_runs_inference(runner, contract):

@@ -22,9 +22,8 @@ import sensor_msgs.msg
 import std_msgs.msg
 import trajectory_msgs.msg
 from builtin_interfaces.msg import Duration
-from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor, SetParametersResult
+from rcl_interfaces.msg import FloatingPointRange
 from rclpy.node import Node
-from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile
 
 from gemma3nvla_ros.contract import Contract, ContractError
@@ -38,6 +37,7 @@ from gemma3nvla_ros.control.action_queue import (
 )
 from gemma3nvla_ros.control.timing import PeriodStats
 from gemma3nvla_ros.hardware import diagnostics as diag
+from gemma3nvla_ros.nodes.params import CheckedParameters
 from gemma3nvla_ros.nodes.run import run_node
 from gemma3nvla_ros.paths import config_dir
 
@@ -52,7 +52,7 @@ def stamp_ns(stamp) -> int:
     return stamp.sec * 1_000_000_000 + stamp.nanosec
 
 
-class ActionAggregator(Node):
+class ActionAggregator(CheckedParameters, Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("action_aggregator", **kwargs)
         path = self._declare("contract", str(config_dir() / "so101_contract.yaml"),
@@ -93,12 +93,7 @@ class ActionAggregator(Node):
         self.request_pub = self.create_publisher(std_msgs.msg.Header, "action_chunk_request", QoSProfile(depth=10))
         self.plan_pub = self.create_publisher(trajectory_msgs.msg.JointTrajectory, "~/plan", QoSProfile(depth=1))
         self.diag_pub = self.create_publisher(diagnostic_msgs.msg.DiagnosticArray, "/diagnostics", QoSProfile(depth=10))
-        self.add_on_set_parameters_callback(self._on_set_parameters)
-
-    def _declare(self, name: str, default, description: str, *, read_only: bool = True, **descriptor):
-        return self.declare_parameter(
-            name, default, ParameterDescriptor(description=description, read_only=read_only, **descriptor)
-        ).value
+        self._watch_parameters()
 
     def start(self) -> None:
         self.create_subscription(trajectory_msgs.msg.JointTrajectory, self.contract.action_chunk_topic,
@@ -111,22 +106,22 @@ class ActionAggregator(Node):
             f"{self.rate:g} Hz, strategy {self.strategy}, threshold {self.threshold:g}: waiting for a first chunk "
             f"on {self.contract.action_chunk_topic} and a joint state")
 
-    def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
-        for p in params:
-            if p.name == "strategy" and p.value not in STRATEGIES:
-                return SetParametersResult(successful=False, reason=f"strategy must be one of {list(STRATEGIES)}")
-            if p.name == "ensemble_m" and not p.value > 0:
-                return SetParametersResult(successful=False, reason="ensemble_m must be > 0")
-        for p in params:
-            if p.name == "strategy":
-                self.strategy = self.queue.strategy = p.value
-            elif p.name == "ensemble_m":
-                self.ensemble_m = self.queue.ensemble_m = p.value
-            elif p.name == "chunk_size_threshold":
-                self.threshold = p.value
-            elif p.name == "max_step":
-                self.max_step = p.value
-        return SetParametersResult(successful=True)
+    def _check_parameter(self, name: str, value):
+        if name == "strategy" and value not in STRATEGIES:
+            raise ValueError(f"must be one of {list(STRATEGIES)}")
+        if name == "ensemble_m" and not value > 0:
+            raise ValueError("must be > 0")
+        return value
+
+    def _apply_parameter(self, name: str, value) -> None:
+        if name == "strategy":
+            self.strategy = self.queue.strategy = value
+        elif name == "ensemble_m":
+            self.ensemble_m = self.queue.ensemble_m = value
+        elif name == "chunk_size_threshold":
+            self.threshold = value
+        elif name == "max_step":
+            self.max_step = value
 
     def _on_joint_state(self, msg) -> None:
         by_name = dict(zip(msg.name, msg.position))

@@ -25,7 +25,7 @@ import sensor_msgs.msg
 import std_msgs.msg
 import std_srvs.srv
 import trajectory_msgs.msg
-from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor, SetParametersResult
+from rcl_interfaces.msg import FloatingPointRange
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
@@ -42,6 +42,7 @@ from gemma3nvla_ros.hardware.calibration import (
     resolve_calibration_path,
 )
 from gemma3nvla_ros.hardware.image_msgs import image_to_rgb
+from gemma3nvla_ros.nodes.params import CheckedParameters
 from gemma3nvla_ros.nodes.run import run_node
 from gemma3nvla_ros.paths import config_dir
 
@@ -78,7 +79,7 @@ def stamp_ns(stamp) -> int:
     return stamp.sec * 1_000_000_000 + stamp.nanosec
 
 
-class PolicyNode(Node):
+class PolicyNode(CheckedParameters, Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("gemma3nvla_policy", **kwargs)
         self.contract_path = self._declare("contract", str(config_dir() / "so101_contract.yaml"),
@@ -115,12 +116,7 @@ class PolicyNode(Node):
         self.last_refusal = ""
         self.last_obs_age = 0.0
         self._reported = (0, 0)  # (chunks, refusals) at the last diagnostics report
-        self.add_on_set_parameters_callback(self._on_set_parameters)
-
-    def _declare(self, name: str, default, description: str, *, read_only: bool = True, **descriptor):
-        return self.declare_parameter(
-            name, default, ParameterDescriptor(description=description, read_only=read_only, **descriptor)
-        ).value
+        self._watch_parameters()
 
     # -- bring-up -------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -204,17 +200,14 @@ class PolicyNode(Node):
         if not result.successful:
             self.get_logger().warn(f"task from ~/task refused: {result.reason}")
 
-    def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
-        for p in params:
-            if p.name == "task":
-                try:
-                    self.task = check_task(p.value)
-                except ValueError as exc:
-                    return SetParametersResult(successful=False, reason=str(exc))
-                self.get_logger().info(f"task: {self.task!r} (from the next chunk)")
-            elif p.name == "max_observation_age":
-                self.max_age = p.value
-        return SetParametersResult(successful=True)
+    def _check_parameter(self, name: str, value):
+        return check_task(value) if name == "task" else value
+
+    def _apply_parameter(self, name: str, value) -> None:
+        if name == "task":
+            self.task = value  # the worker reads it for the next observation
+        elif name == "max_observation_age":
+            self.max_age = value
 
     def _on_request(self, _msg) -> None:
         if self.running and not self._busy:

@@ -30,10 +30,9 @@ from pathlib import Path
 import diagnostic_msgs.msg
 import sensor_msgs.msg
 import std_srvs.srv
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
-from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile
 
 from gemma3nvla_ros.control import units
@@ -63,6 +62,7 @@ from gemma3nvla_ros.control.safety import (
     motors_to_recover,
     parse_max_relative_target,
 )
+from gemma3nvla_ros.nodes.params import CheckedParameters
 from gemma3nvla_ros.nodes.run import run_node
 
 MAX_RECONNECT_BACKOFF_S = 5.0
@@ -75,7 +75,7 @@ class StartupError(RuntimeError):
     """Bring-up refused; the message tells the user what to do. The process exits non-zero."""
 
 
-class So101Bridge(Node):
+class So101Bridge(CheckedParameters, Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("so101_bridge", **kwargs)
         # Fixed at start-up (read_only): they choose the hardware, its calibration and the loop.
@@ -97,7 +97,7 @@ class So101Bridge(Node):
         self.bus_retries = int(self._declare("bus_retries", 2, "retries of a failed transaction",
                                              integer_range=[IntegerRange(from_value=0, to_value=10)]))
         self.sim_args = self._declare("sim_args", "", "simulator options, e.g. fault injection (sim mode)")
-        # Changeable at run time (validated in _on_set_parameters, applied at once).
+        # Changeable at run time (checked in _check_parameter, applied at once).
         self._max_rel_param = self._declare(
             "max_relative_target", 0.2,
             "largest goal step per cycle relative to the present position (rad): one value or one per "
@@ -138,27 +138,7 @@ class So101Bridge(Node):
 
         self.joint_state_pub = self.create_publisher(sensor_msgs.msg.JointState, "joint_states", QoSProfile(depth=10))
         self.diag_pub = self.create_publisher(diagnostic_msgs.msg.DiagnosticArray, "/diagnostics", QoSProfile(depth=10))
-        self.add_on_set_parameters_callback(self._on_set_parameters)
-
-    def _declare(self, name: str, default, description: str, *, read_only: bool = True, **descriptor):
-        return self.declare_parameter(
-            name, default, ParameterDescriptor(description=description, read_only=read_only, **descriptor)
-        ).value
-
-    def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
-        """Validate run-time changes and apply them at once; refuse with the reason otherwise."""
-        changes = {}
-        for p in params:
-            try:
-                changes[p.name] = self._check_parameter(p.name, p.value)
-            except (TypeError, ValueError) as exc:
-                return SetParametersResult(successful=False, reason=f"{p.name}: {exc}")
-        with self._lock:
-            for name, value in changes.items():
-                self._apply_parameter(name, value)
-        for p in params:
-            self.get_logger().info(f"{p.name} set to {p.value!r}")
-        return SetParametersResult(successful=True)
+        self._watch_parameters()
 
     def _check_parameter(self, name: str, value):
         """The value to apply for a dynamic parameter, or TypeError/ValueError with the reason."""
@@ -180,6 +160,10 @@ class So101Bridge(Node):
         return value  # rclpy refuses read_only parameters and wrong types before this callback
 
     def _apply_parameter(self, name: str, value) -> None:
+        with self._lock:  # the control timer reads these
+            self._apply_locked(name, value)
+
+    def _apply_locked(self, name: str, value) -> None:
         if name == "max_relative_target":
             self.max_relative_target = value
             if self.controller is not None:

@@ -29,10 +29,9 @@ from pathlib import Path
 import diagnostic_msgs.msg
 import sensor_msgs.msg
 import std_msgs.msg
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
-from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile
 
 from gemma3nvla_ros.control import units
@@ -54,6 +53,7 @@ from gemma3nvla_ros.hardware.leader_arm import (
     load_leader_calibration,
     resolve_leader_calibration_path,
 )
+from gemma3nvla_ros.nodes.params import CheckedParameters
 from gemma3nvla_ros.nodes.run import run_node
 
 MAX_RECONNECT_BACKOFF_S = 5.0
@@ -64,7 +64,7 @@ class StartupError(RuntimeError):
     """Bring-up refused; the message tells the user what to do. The process exits 2."""
 
 
-class So101Leader(Node):
+class So101Leader(CheckedParameters, Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("so101_leader", **kwargs)
         # Fixed at start-up (read_only).
@@ -127,27 +127,9 @@ class So101Leader(Node):
         self.task_pub = self.create_publisher(
             std_msgs.msg.String, "~/task", QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL))
         self.diag_pub = self.create_publisher(diagnostic_msgs.msg.DiagnosticArray, "/diagnostics", QoSProfile(depth=10))
-        self.add_on_set_parameters_callback(self._on_set_parameters)
-
-    def _declare(self, name: str, default, description: str, *, read_only: bool = True, **descriptor):
-        return self.declare_parameter(
-            name, default, ParameterDescriptor(description=description, read_only=read_only, **descriptor)
-        ).value
+        self._watch_parameters()
 
     # -- parameters -----------------------------------------------------------------------------------
-    def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
-        changes = {}
-        for p in params:
-            try:
-                changes[p.name] = self._check_parameter(p.name, p.value)
-            except (TypeError, ValueError) as exc:
-                return SetParametersResult(successful=False, reason=f"{p.name}: {exc}")
-        for name, value in changes.items():
-            self._apply_parameter(name, value)
-        for p in params:
-            self.get_logger().info(f"{p.name} set to {p.value!r}")
-        return SetParametersResult(successful=True)
-
     def _check_parameter(self, name: str, value):
         if name == "sim_motion" and value not in SIM_MOTIONS:
             raise ValueError(f"must be one of {list(SIM_MOTIONS)}, not {value!r}")

@@ -36,3 +36,8 @@ class LatencyWindow:
 
     def percentile(self, q: float) -> float:
         return float(np.percentile(self._values, q)) if self._values else 0.0
+
+
+def stamp_ns(stamp) -> int:
+    """A builtin_interfaces Time/Duration (duck-typed) as integer nanoseconds."""
+    return stamp.sec * 1_000_000_000 + stamp.nanosec

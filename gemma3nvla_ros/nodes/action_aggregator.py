@@ -21,7 +21,6 @@ import numpy as np
 import sensor_msgs.msg
 import std_msgs.msg
 import trajectory_msgs.msg
-from builtin_interfaces.msg import Duration
 from rcl_interfaces.msg import FloatingPointRange
 from rclpy.node import Node
 from rclpy.qos import QoSProfile
@@ -35,7 +34,7 @@ from gemma3nvla_ros.control.action_queue import (
     clamp_step,
     needs_chunk,
 )
-from gemma3nvla_ros.control.timing import PeriodStats
+from gemma3nvla_ros.control.timing import PeriodStats, stamp_ns
 from gemma3nvla_ros.hardware import diagnostics as diag
 from gemma3nvla_ros.nodes.params import CheckedParameters
 from gemma3nvla_ros.nodes.run import run_node
@@ -46,10 +45,6 @@ REQUEST_INTERVAL_S = 0.5  # re-ask while the queue stays low (a lost request, a 
 
 class StartupError(RuntimeError):
     pass
-
-
-def stamp_ns(stamp) -> int:
-    return stamp.sec * 1_000_000_000 + stamp.nanosec
 
 
 class ActionAggregator(CheckedParameters, Node):
@@ -204,7 +199,6 @@ class ActionAggregator(CheckedParameters, Node):
         for t, row in zip(times, positions):
             point = trajectory_msgs.msg.JointTrajectoryPoint()
             point.positions = row.tolist()
-            point.time_from_start = Duration(sec=0, nanosec=0)
             point.time_from_start.sec, point.time_from_start.nanosec = divmod(int(t - times[0]), 1_000_000_000)
             msg.points.append(point)
         self.plan_pub.publish(msg)

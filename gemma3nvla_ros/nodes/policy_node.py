@@ -32,7 +32,7 @@ from rclpy.qos import QoSProfile, qos_profile_sensor_data
 
 from gemma3nvla_ros.contract import Contract, ContractError
 from gemma3nvla_ros.control.observation import ObservationRefused, Stamped, build_observation, joint_state_positions
-from gemma3nvla_ros.control.timing import LatencyWindow
+from gemma3nvla_ros.control.timing import LatencyWindow, stamp_ns
 from gemma3nvla_ros.hardware import diagnostics as diag
 from gemma3nvla_ros.hardware.calibration import (
     EXAMPLE_CALIBRATION,
@@ -73,10 +73,6 @@ def dummy_inputs(input_features, task: str) -> dict:
         elif key == Contract.STATE_KEY:
             values[key] = np.zeros(shape, np.float32)
     return values
-
-
-def stamp_ns(stamp) -> int:
-    return stamp.sec * 1_000_000_000 + stamp.nanosec
 
 
 class PolicyNode(CheckedParameters, Node):

@@ -36,6 +36,7 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile
 
 from gemma3nvla_ros.control import units
+from gemma3nvla_ros.control.timing import stamp_ns
 from gemma3nvla_ros.hardware import diagnostics as diag
 from gemma3nvla_ros.hardware.calibration import (
     EXAMPLE_CALIBRATION,
@@ -281,8 +282,7 @@ class So101Bridge(CheckedParameters, Node):
     def _on_command(self, msg) -> None:
         try:
             cmd = validate_joint_command(msg.name, msg.position, self.joint_names)
-            stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-            check_command_age(stamp_ns, self.get_clock().now().nanoseconds, int(self.command_timeout * 1e9))
+            check_command_age(stamp_ns(msg.header.stamp), self.get_clock().now().nanoseconds, int(self.command_timeout * 1e9))
             first = self.controller.commands_accepted == 0
         except CommandRejected as exc:
             self.commands_rejected += 1

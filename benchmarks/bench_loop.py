@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -32,21 +31,12 @@ import psutil
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
-from _nodes import ros_env  # noqa: E402
+from _nodes import ros_env, stop  # noqa: E402
 
 
 def start(module: str, *ros_args: str, log: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", module, "--ros-args", *ros_args], cwd=REPO,
                             stdout=open(log, "w"), stderr=subprocess.STDOUT)
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def pct(values, q) -> float:

@@ -1,1 +1,2 @@
-"""Pure control logic, no ROS: unit conversion (units.py) and action-chunk handling."""
+"""Pure control logic, no ROS, clock injected: unit conversion (the one place), observations, action-chunk
+merging, command checks and the bridge's goal controller, timing."""

@@ -1,1 +1,2 @@
-"""Thin ROS nodes (rclpy idiom, imported through gemma3nvla_ros.ros)."""
+"""The ROS 2 nodes: thin rclpy nodes over the pure logic in control/, hardware/ and policy/; run.py starts
+and stops every one of them."""

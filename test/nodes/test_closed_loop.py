@@ -172,6 +172,7 @@ def test_faults_dead_camera_killed_policy_and_tasks(ros, watch, start_node, chec
     # ~/stop: no new chunks and the aggregator drops its plan and holds; ~/start resumes.
     n = len(watch.chunks)
     assert _trigger(ros, watch.node, "/gemma3nvla_policy/stop").success
+    watch.diags.clear()  # only a report made after the stop counts
     assert spin_until(ros, watch.node, lambda: "holding" in (watch.value("action queue", "_message") or ""), 10.0)
     spin_for(ros, watch.node, 1.5)
     assert [len(c[1].points) for c in watch.chunks[n:]] == [0]  # only the cancel
@@ -180,6 +181,7 @@ def test_faults_dead_camera_killed_policy_and_tasks(ros, watch, start_node, chec
     assert spin_until(ros, watch.node, lambda: len(watch.chunks) >= n + 2, 60.0)
 
     # A dead camera: no more chunks, and the policy says why.
+    watch.diags.clear()
     procs["wrist"].stop()
     spin_for(ros, watch.node, 1.5)
     n = len(watch.chunks)
@@ -199,8 +201,10 @@ def test_faults_dead_camera_killed_policy_and_tasks(ros, watch, start_node, chec
 
     # The policy dies mid-run: commands keep coming (no gap for the bridge's watchdog), the plan runs
     # out, the arm holds without a jump, and no step exceeds the clamp.
+    assert spin_until(ros, watch.node, lambda: "executing" in (watch.value("action queue", "_message") or ""), 30.0)
     procs["policy"].proc.kill()
     killed_at = time.monotonic()
+    watch.diags.clear()  # only a report made after the kill counts
     assert spin_until(ros, watch.node, lambda: "holding" in (watch.value("action queue", "_message") or ""), 30.0)
     spin_for(ros, watch.node, 1.0)
     after = [c for c in watch.commands if c[0] > killed_at]

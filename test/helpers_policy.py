@@ -58,22 +58,48 @@ def make_batch(policy_config, batch_size=2, seed=0, task="pick the red cube", wi
 
 FPS = 10
 TASKS = ("pick the red cube", "push the blue ball")
+ANGLES = (0.15, 0.25, 0.35)  # per step, of the rotations of the joint pairs (0, 1), (2, 3), (4, 5)
+TASK_JOINTS = slice(0, 4)  # the task (text only) sets the direction in which pairs (0, 1) and (2, 3) turn
+LIGHT_JOINTS = slice(4, 6)  # the light (top camera only) sets the direction in which pair (4, 5) turns
+# Colour of the whole top image under light 0 / 1. Not two brightnesses of one colour: the vision tower's
+# normalizations make its output blind to a uniform image's brightness (grey 200 and grey 50 give identical
+# features), not to its colour.
+TOP_COLOURS = ((220, 40, 40), (40, 40, 220))
 
 
-def rotation_step(state: np.ndarray, task_idx: int) -> np.ndarray:
-    """Smooth, deterministic dynamics: three planar rotations; the task sets the direction of rotation."""
+def episode_cues(episode: int) -> tuple[int, int]:
+    """(task, light) of an episode of ``write_dataset``: the four combinations in turn, so that every four
+    consecutive episodes hold each once and neither cue says anything about the other."""
+    return episode % 2, (episode // 2) % 2
+
+
+def rotation_step(state: np.ndarray, task_idx: int, light_idx: int) -> np.ndarray:
+    """Smooth, deterministic dynamics: three planar rotations; the task sets the direction of the first two, the
+    light that of the third."""
     out = np.empty_like(state)
-    sign = 1.0 if task_idx == 0 else -1.0
-    for j, ang in enumerate((0.15, 0.25, 0.35)):
+    for j, ang in enumerate(ANGLES):
+        sign = 1.0 if (light_idx if j == 2 else task_idx) == 0 else -1.0
         c, s = np.cos(sign * ang), np.sin(sign * ang)
         x, y = state[2 * j], state[2 * j + 1]
         out[2 * j], out[2 * j + 1] = c * x - s * y, s * x + c * y
     return out
 
 
-def write_dataset(root, n_episodes: int = 12, length: int = 40, seed: int = 0, img: int = IMG):
-    """A LeRobotDataset (images, no videos) whose action is the next state under smooth dynamics, so an action
-    chunk is a function of the current state and of the task; the top camera's brightness shows the task."""
+def rollout(state: np.ndarray, task_idx: int, light_idx: int, steps: int) -> np.ndarray:
+    """The next ``steps`` states [steps, STATE_DIM] under ``rotation_step``: the action chunk at ``state``."""
+    out = []
+    for _ in range(steps):
+        state = rotation_step(state, task_idx, light_idx)
+        out.append(state)
+    return np.stack(out)
+
+
+def write_dataset(root, n_episodes: int = 96, length: int = 6, seed: int = 0, img: int = IMG):
+    """A LeRobotDataset (images, no videos) whose action is the next state under ``rotation_step``, so an action
+    chunk is a function of the current state, of the task (shown only by the text) and of the light (shown only
+    by the top camera's colour). The wrist camera shows the same random picture in every frame. Many short
+    episodes, each from its own random start: a policy cannot tell an episode's cues from its states, so it
+    must read them from the text and the image to get held-out episodes right."""
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
     names = [f"j{i}" for i in range(STATE_DIM)]
@@ -85,19 +111,37 @@ def write_dataset(root, n_episodes: int = 12, length: int = 40, seed: int = 0, i
     }
     ds = LeRobotDataset.create(repo_id="local/gemma3nvla_test", root=root, fps=FPS, features=feats, use_videos=False)
     rng = np.random.default_rng(seed)
+    wrist = rng.integers(0, 255, (img, img, 3), dtype=np.uint8)
     for ep in range(n_episodes):
-        task_idx = ep % 2
+        task_idx, light_idx = episode_cues(ep)
+        top = np.broadcast_to(np.array(TOP_COLOURS[light_idx], dtype=np.uint8), (img, img, 3)).copy()
         state = rng.uniform(-1, 1, STATE_DIM).astype(np.float32)
         for _ in range(length):
-            nxt = rotation_step(state, task_idx).astype(np.float32)
-            top = np.full((img, img, 3), 200 if task_idx == 0 else 50, dtype=np.uint8)
-            wrist = rng.integers(0, 255, (img, img, 3), dtype=np.uint8)
+            nxt = rotation_step(state, task_idx, light_idx).astype(np.float32)
             ds.add_frame({"observation.images.top": top, "observation.images.wrist": wrist,
                           "observation.state": state, "action": nxt, "task": TASKS[task_idx]})
             state = nxt
         ds.save_episode()
     ds.finalize()
     return root
+
+
+def tiny_backbone_model(seed: int = 0, **tiny_config_kwargs):
+    """A random tiny Gemma3nForConditionalGeneration (eval mode) of ``tiny_config(**tiny_config_kwargs)``.
+
+    Random init leaves AltUp's correct_output_scale at 0 and norms at 1: everything of those is perturbed so that
+    every path (PLE gate, LAuReL norm, AltUp scale, q/k norms) carries signal."""
+    from transformers import Gemma3nForConditionalGeneration
+
+    from gemma3nvla_ros.policy.local_backbone import tiny_config
+
+    torch.manual_seed(seed)
+    model = Gemma3nForConditionalGeneration(tiny_config(**tiny_config_kwargs)).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("correct_output_scale") or "norm" in name:
+                p.add_(0.3 * torch.randn_like(p))
+    return model
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -12,26 +12,16 @@ import torch  # noqa: E402
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
-from helpers_policy import write_dataset  # noqa: E402
+from helpers_policy import tiny_backbone_model, write_dataset  # noqa: E402
 
 @pytest.fixture(scope="session")
 def tiny_backbone(tmp_path_factory):
     """(directory, transformers Gemma3nForConditionalGeneration in eval mode) with the same weights."""
-    from transformers import Gemma3nForConditionalGeneration
+    from gemma3nvla_ros.policy.local_backbone import write_backbone_dir
 
-    from gemma3nvla_ros.policy.local_backbone import tiny_config, write_backbone_dir
-
-    cfg = tiny_config()
-    torch.manual_seed(0)
-    model = Gemma3nForConditionalGeneration(cfg).eval()
-    # Random init leaves AltUp's correct_output_scale at 0 and norms at 1: perturb everything so every path
-    # (PLE gate, LAuReL norm, AltUp scale, q/k norms) carries signal in the comparisons.
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("correct_output_scale") or "norm" in name:
-                p.add_(0.3 * torch.randn_like(p))
+    model = tiny_backbone_model()
     directory = tmp_path_factory.mktemp("tiny_gemma3n")
-    write_backbone_dir(directory, cfg, model)
+    write_backbone_dir(directory, model.config, model)
     return str(directory), model
 
 

@@ -23,8 +23,15 @@ extras = {
     "eval": ["rosbags>=0.10", "matplotlib>=3.5", "tqdm"],
     # Camera capture. On a ROS machine prefer the distro's python3-opencv (numpy 1.x ABI).
     "camera": ["opencv-python-headless>=4.8"],
-    # The Gemma3nVLA policy and LeRobot training.
-    "policy": ["lerobot==0.4.4", "transformers==4.57.6", "timm>=1.0.16"],
+    # The Gemma3nVLA policy and LeRobot training. LeRobot >= 0.5 needs Python >= 3.12 (ROS 2 Jazzy's), so
+    # Python 3.12+ gets the current LeRobot 0.6 (transformers 5) and Python 3.10/3.11 (Humble) LeRobot 0.4.4
+    # (transformers 4.57); the policy runs on both (gemma3nvla_ros/policy/compat.py).
+    "policy": [
+        "lerobot==0.4.4; python_version < '3.12'",
+        "transformers==4.57.6; python_version < '3.12'",
+        "lerobot[dataset,training,transformers-dep,feetech]>=0.6.1,<0.7; python_version >= '3.12'",
+        "timm>=1.0.16",
+    ],
     "test": ["pytest>=7", "pytest-timeout>=2"],
 }
 # Everything but the ROS wheels, which install.sh adds only where no distro rclpy exists.

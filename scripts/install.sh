@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Create ./.venv (if missing) and install gemma3nvla_ros with every extra plus the LeRobot policy plugin.
-# PYTHON=python3.12 picks another interpreter.
+# PYTHON=python3.12 picks another interpreter (Python >= 3.12 gets LeRobot 0.6, older ones LeRobot 0.4.4),
+# VENV=.venv-py312 another environment.
 #
 # ROS: with a ROS 2 distro sourced (rclpy importable by $PYTHON) the venv sees it through
 # --system-site-packages and nothing ROS is installed. Without one, ROS 2 Jazzy's rclpy (Fast DDS) and the
@@ -11,6 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python3}
+venv=${VENV:-.venv}
 
 if "$python" -c "import rclpy" 2>/dev/null; then
   ros="distro"            # a sourced ROS 2: use its rclpy and messages
@@ -26,17 +28,17 @@ MSG
   exit 1
 fi
 
-if [ ! -x .venv/bin/python ]; then
-  if [ "$ros" = distro ]; then "$python" -m venv --system-site-packages .venv; else "$python" -m venv .venv; fi
+if [ ! -x "$venv/bin/python" ]; then
+  if [ "$ros" = distro ]; then "$python" -m venv --system-site-packages "$venv"; else "$python" -m venv "$venv"; fi
 fi
 
 extras="all"
 [ "$ros" = wheels ] && extras="all,ros"
-stamp=".venv/.gemma3nvla_installed"
+stamp="$venv/.gemma3nvla_installed"
 want="$(cat setup.py plugins/lerobot_policy_gemma3nvla/pyproject.toml scripts/install.sh | sha256sum | cut -c1-16) $extras"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
-.venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[$extras]" -e plugins/lerobot_policy_gemma3nvla
+"$venv/bin/python" -m pip install -q --upgrade pip
+"$venv/bin/python" -m pip install -q -e ".[$extras]" -e plugins/lerobot_policy_gemma3nvla
 echo "$want" > "$stamp"

@@ -24,7 +24,8 @@ What makes it fast (each chosen at run time; none needs a CUDA-only package):
 * **Fused projections** in the expert: q/k/v of the joint layers and gate/up of every MLP are one matrix
   each; the modules' weights become views of the fused matrices (no extra memory).
 * **Expert attention** through ``scaled_dot_product_attention`` or as two batched matrix products with the
-  4 query heads of a KV head folded into the rows ("bmm"); ``auto`` times both on the device at warm-up.
+  4 query heads of a KV head folded into the rows ("bmm"); ``auto`` times both on the device at warm-up,
+  compiled as they will run, and keeps the fastest that agrees with the first.
 
 Any phase whose compile or capture fails falls back (compile -> eager body, graph -> plain launches) with a
 warning; ``FastSampler.report`` says what runs.
@@ -481,7 +482,7 @@ class FastSampler:
     # ------------------------------------------------------------------ attention choice
     def choose_attention(self, bsize: int = 1, iters: int = 20) -> dict[str, float]:
         """With ``attention='auto'`` on a GPU: times each expert-attention implementation on the joint layers'
-        shapes (the larger) and keeps the fastest. Returns microseconds per call."""
+        shapes (the larger), compiled when the phases are, and keeps the fastest. Returns microseconds per call."""
         if self.attention_choice != "auto" or self.device.type != "cuda":
             return {}
         vlm, net = self.vlm, self.net
@@ -493,13 +494,24 @@ class FastSampler:
         q = torch.randn(bsize, nh, chunk, d, device=dev, dtype=dt)
         k = torch.randn(bsize, nkv, length + chunk, d, device=dev, dtype=dt)
         v = torch.randn_like(k)
-        bias = torch.zeros(bsize, 1, chunk, length + chunk, device=dev, dtype=dt)
+        # The joint layers' mask: a few padded prefix keys and causal action tokens.
+        keep = torch.ones(chunk, length + chunk, dtype=torch.bool, device=dev)
+        keep[:, length - 8:length - 1] = False
+        keep[:, length:] = torch.ones(chunk, chunk, dtype=torch.bool, device=dev).tril()
+        bias = torch.zeros(bsize, 1, chunk, length + chunk, device=dev, dtype=dt).masked_fill(~keep, torch.finfo(dt).min)
         times = {}
         ref = None
         for name, fn in ATTENTION_FUNCS.items():
             try:
+                if self.use_compile:
+                    fn = torch.compile(fn, dynamic=False)
                 out = fn(q, k, v, bias, nh // nkv)
                 ref = out if ref is None else ref
+                err = float((out.float() - ref.float()).norm() / ref.float().norm())
+                if not err < 2e-2:  # bf16 rounding is ~4e-3; NaN fails too
+                    self._fallback(f"expert attention {name} differs from the first one timed (rel. error "
+                                   f"{err:.3g}); not used")
+                    continue
                 for _ in range(3):
                     fn(q, k, v, bias, nh // nkv)
                 torch.cuda.synchronize(dev)

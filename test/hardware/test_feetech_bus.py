@@ -9,7 +9,9 @@ import pytest
 
 from gemma3nvla_ros.hardware.calibration import EXAMPLE_CALIBRATION, SO101_MOTORS, compare_with_servos, parse_calibration
 from gemma3nvla_ros.hardware.feetech_bus import BusError, BusPortError, FeetechBus, MotorsMissingError
-from gemma3nvla_ros.hardware.sts3215 import ARM_CONFIG, GRIPPER_CONFIG
+from gemma3nvla_ros.hardware.servo_config import ServoSettings, motor_settings
+
+LEROBOT = ServoSettings()  # LeRobot 0.6.1's values
 
 
 def test_connect_reports_missing_ids(sim):
@@ -44,12 +46,14 @@ def test_write_calibration_then_read_back(feetech, sim):
 
 
 def test_configure_writes_only_differences_then_nothing(feetech, sim):
+    sim.bus.servo(5).set_register("Phase", 0x1C)  # multi-turn angle feedback on: LeRobot clears bit 4 only
     changes = feetech.configure()
     assert "gripper.Max_Torque_Limit=500" in changes and "shoulder_pan.P_Coefficient=16" in changes
+    assert "wrist_roll.Phase=12" in changes and not any(c.startswith("wrist_flex.Phase") for c in changes)
     for servo in sim.bus.servos:
-        for reg, value in ARM_CONFIG.items():
-            assert servo.peek(reg) == value
-    assert sim.bus.servo(6).peek("Protection_Current") == GRIPPER_CONFIG["Protection_Current"]
+        for setting in motor_settings(LEROBOT, gripper=servo.servo_id == 6):
+            assert servo.peek(setting.register) == setting.wanted(0x0C if setting.register == "Phase" else 0)
+    assert sim.bus.servo(6).peek("Protection_Current") == 250
     assert sim.bus.servo(1).peek("Max_Torque_Limit") == 1000  # only the gripper is limited
     assert feetech.configure() == []
 
@@ -215,8 +219,8 @@ def test_recover_motor_after_a_brown_out_holds_where_it_fell(feetech, sim, clock
     held = feetech.recover_motor("elbow_flex")
     assert held == start[2] - 300
     assert elbow.torque_enabled and elbow.goal == held and elbow.peek("Lock") == 1
-    assert elbow.peek("Acceleration") == ARM_CONFIG["Acceleration"]
-    assert elbow.peek("Maximum_Acceleration") == ARM_CONFIG["Maximum_Acceleration"]
+    assert elbow.peek("Acceleration") == LEROBOT.acceleration
+    assert elbow.peek("Maximum_Acceleration") == LEROBOT.maximum_acceleration
     assert all(s.torque_enabled for s in sim.bus.servos)
     clock.advance(1.0)
     np.testing.assert_array_equal(feetech.read_positions(), [*start[:2], held, *start[3:]])

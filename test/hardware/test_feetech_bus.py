@@ -238,3 +238,64 @@ def test_recover_motor_with_an_active_alarm_fails_and_leaves_it_limp(feetech, si
     assert not sim.bus.servo(2).torque_enabled
     assert feetech.health["shoulder_lift"].torque_enabled is False
     assert feetech.health["shoulder_lift"].recoveries == 0
+
+
+@pytest.mark.parametrize("mode", ["checksum", "truncate"])
+def test_a_few_incorrect_status_packets_are_retried_and_the_rescue_counted(feetech, sim, mode):
+    """LeRobot's num_read_retries: two corrupted replies in a row ("Incorrect status packet", as a bad
+    checksum or cut short) and the third try answers; the read succeeds and says a retry rescued it."""
+    expected = feetech.read_positions()
+    sim.bus.set_faults(3, corrupt_next=2, corrupt_mode=mode)
+    np.testing.assert_array_equal(feetech.read_positions(), expected)
+    c = feetech.counters
+    assert (c.bad_checksum, c.retries, c.recovered, c.failed) == (2, 2, 1, 0)
+    assert feetech.health["elbow_flex"].bad_checksum == 2 and feetech.health["elbow_flex"].consecutive_failures == 0
+
+
+def test_persistently_incorrect_status_packets_fail_naming_the_motor(feetech, sim):
+    sim.bus.set_faults(4, corrupt_probability=1.0)
+    with pytest.raises(BusError, match="Incorrect status packet") as exc:
+        feetech.read_positions()
+    assert exc.value.motor == "wrist_flex"
+    c = feetech.counters
+    assert (c.bad_checksum, c.retries, c.recovered, c.failed) == (3, 2, 0, 1)
+    sim.bus.set_faults(4, corrupt_probability=0.0)
+    feetech.read_positions()
+    assert feetech.counters.failed == 1
+
+
+def test_retry_count_changed_at_run_time_applies_to_the_next_transaction(feetech, sim):
+    feetech.retries = 0
+    sim.bus.set_faults(2, drop_next=1)
+    with pytest.raises(BusError):
+        feetech.read_positions()
+    feetech.retries = 3
+    sim.bus.set_faults(2, corrupt_next=3)
+    feetech.read_positions()
+    assert feetech.counters.recovered == 1
+
+
+def test_set_gains_while_holding_keeps_torque_and_position(feetech, sim, clock):
+    feetech.configure()
+    feetech.enable_torque()
+    start = feetech.read_positions()
+    changes = feetech.set_gains(ServoSettings(position_p_coefficient=24, position_d_coefficient=20))
+    assert sorted(changes)[:2] == ["elbow_flex.D_Coefficient=20", "elbow_flex.P_Coefficient=24"]
+    assert len(changes) == 12
+    for servo in sim.bus.servos:
+        assert (servo.peek("P_Coefficient"), servo.peek("I_Coefficient"), servo.peek("D_Coefficient")) == (24, 0, 20)
+        assert servo.torque_enabled and servo.peek("Lock") == 1  # held throughout, EEPROM locked again
+    assert feetech.settings.position_p_coefficient == 24  # what a later configure() keeps
+    assert feetech.configure() == []
+    clock.advance(1.0)
+    np.testing.assert_array_equal(feetech.read_positions(), start)
+    assert feetech.set_gains(feetech.settings) == []
+
+
+def test_set_gains_on_a_silent_motor_raises_and_keeps_the_old_settings(feetech, sim):
+    feetech.configure()
+    sim.bus.set_faults(5, dead=True)
+    with pytest.raises(BusError) as exc:
+        feetech.set_gains(ServoSettings(position_p_coefficient=30))
+    assert exc.value.motor == "wrist_roll"
+    assert feetech.settings == LEROBOT

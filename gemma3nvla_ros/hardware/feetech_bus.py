@@ -463,16 +463,17 @@ class FeetechBus:
             raise BusError(f"Configuration did not stick: {stuck}")
         return [f"{n}.{r}={v}" for n, r, v in wanted]
 
-    def set_gains(self, settings: ServoSettings) -> list[str]:
-        """Write the PID gains of ``settings`` where they differ, on every motor, **torque left as it
-        is** (the arm keeps holding: the new gains act at once), then adopt ``settings``.
+    def set_gains(self, settings: ServoSettings, names: Sequence[str] | None = None) -> list[str]:
+        """Write the PID gains of ``settings`` where they differ (on ``names``, default every motor),
+        **torque left as it is** (the arm keeps holding: the new gains act at once), then adopt
+        ``settings``.
 
         The gains live in EEPROM: Lock goes to 0 for the write and back to what it was, and each value
-        is read back. Raises BusError on the first motor that fails (earlier motors keep the new
-        gains; the caller may call again with the old settings to undo)."""
+        is read back. Raises BusError on the first motor that fails, naming it (earlier motors keep the
+        new gains; the caller may undo with the old settings on the others)."""
         changes = []
         gains = settings.gains()
-        for name in self.names:
+        for name in names or self.names:
             current = {r: self.read(name, r) for r in gains}
             todo = {r: v for r, v in gains.items() if current[r] != v}
             if not todo:

@@ -196,11 +196,13 @@ class So101Bridge(CheckedParameters, Node):
         try:
             written = self.bus.set_gains(new)
         except BusError as exc:
+            others = [n for n in self.bus.names if n != exc.motor]
             try:
-                self.bus.set_gains(old)
-                kept = "the previous gains are back on every servo"
+                self.bus.set_gains(old, others)
+                kept = "the previous gains are back on " + ("every other servo" if exc.motor else "every servo")
             except BusError as undo:
                 kept = f"putting the previous gains back failed too ({undo}): servos may differ until reconnect"
+            self.bus.settings = old
             self.get_logger().error(f"PID gains {gains} not applied: {exc}; {kept}")
             raise ValueError(f"writing {gains} to the servos failed: {exc}; {kept}") from exc
         self.get_logger().info(f"PID gains on the servos, arm holding: {', '.join(written) or 'unchanged'}")

@@ -400,20 +400,22 @@ def test_incorrect_status_packets_are_retried_counted_and_persistent_ones_fault(
     sim = standalone_sim.procs[-1]
     proc = start_node(
         BRIDGE, "-p", f"port:={port}", "-p", f"calibration_file:={EXAMPLE_FILE}", "-p", "diagnostics_rate:=5.0",
-        "-p", "bus_timeout_ms:=10.0", name="bridge",
+        name="bridge",
     )
     wait_states(ros, arm, proc)
     assert spin_until(ros, arm.node, lambda: arm.bus_status() is not None, 10.0)
-    assert arm.bus_value("recovered_by_retry") == "0" and arm.bus_value("bus_retries") == "2"
+    assert arm.bus_value("bus_retries") == "2"
+    # Counted from here: a loaded machine may already have had a late reply rescued by a retry.
+    rescued, failed = int(arm.bus_value("recovered_by_retry")), int(arm.bus_value("failed_after_retries"))
 
     sim_command(sim, "corrupt 3 2 truncate")
-    assert spin_until(ros, arm.node, lambda: arm.bus_value("recovered_by_retry") == "1", 10.0), proc.output
-    assert arm.bus_value("failed_after_retries") == "0" and arm.bus_status().level[0] == 0
+    assert spin_until(ros, arm.node, lambda: int(arm.bus_value("recovered_by_retry")) > rescued, 10.0), proc.output
+    assert int(arm.bus_value("failed_after_retries")) == failed and arm.bus_status().level[0] == 0
     n = len(arm.states)
     spin_for(ros, arm.node, 0.3)
     assert len(arm.states) > n + 10
 
-    sim_command(sim, "corrupt 3 always")
+    sim_command(sim, "corrupt 3 always checksum")
     assert spin_until(ros, arm.node, lambda: "Incorrect status packet" in arm.bus_status().message, 10.0), proc.output
     assert "elbow_flex" in arm.bus_status().message and arm.bus_status().level[0] == 1
     spin_for(ros, arm.node, 0.2)  # a state already in flight

@@ -235,7 +235,7 @@ def test_servo_settings_at_start_and_pid_gains_at_run_time(ros, arm, start_node,
     port = standalone_sim("--phase", "0x1C")
     proc = start_node(
         BRIDGE, "-p", f"port:={port}", "-p", f"calibration_file:={EXAMPLE_FILE}", "-p", "position_p_coefficient:=20",
-        "-p", "diagnostics_rate:=5.0", "-p", "bus_timeout_ms:=10.0", name="bridge",
+        "-p", "diagnostics_rate:=5.0", name="bridge",
     )
     wait_states(ros, arm, proc)
     assert spin_until(ros, arm.node, lambda: arm.bus_value("position_pid") == "20/0/32", 10.0), proc.output

@@ -31,7 +31,7 @@ from numpy.typing import NDArray
 
 from gemma3nvla_ros.hardware import scs_protocol as scsp
 from gemma3nvla_ros.hardware.calibration import MotorCalibration
-from gemma3nvla_ros.hardware.retry import run_with_retries
+from gemma3nvla_ros.hardware.retry import MAX_RETRIES, run_with_retries
 from gemma3nvla_ros.hardware.servo_config import ServoSettings, differences, motor_settings
 from gemma3nvla_ros.hardware.sts3215 import MODEL_NUMBER_STS3215, REG, SIGN_BIT
 
@@ -126,7 +126,9 @@ class FeetechBus:
         self._name_of = {i: n for n, i in self.motors.items()}
         self.baudrate = baudrate
         self.timeout_ms = timeout_ms
-        self.retries = max(0, int(retries))
+        if not 0 <= int(retries) <= MAX_RETRIES:
+            raise ValueError(f"retries must be within 0..{MAX_RETRIES}, not {retries}")
+        self.retries = int(retries)
         self.settings = settings or ServoSettings()
         self.clock = clock
         self.counters = BusCounters()

@@ -35,6 +35,10 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 
+RTC_FRAME_ID = "rtc"  # header.frame_id of a real-time chunk: the aggregator executes it instead of blending it
+RTC_SCHEDULES = ("LINEAR", "EXP", "ONES", "ZEROS")  # LeRobot's RTCAttentionSchedule (prefix guidance weights)
+
+
 class LatencyEstimate:
     """The largest of the last ``window`` latencies (seconds); 0 before the first."""
 
@@ -129,10 +133,22 @@ class RealTimeChunking:
         delay = min(delay, len(rest))
         return RTCInputs(rest, delay, min(max(int(execution_horizon), delay), len(rest)))
 
-    def record(self, stamp_ns: int, values: ArrayLike, latency_s: float) -> None:
-        """A chunk was published: it is what executes next; ``latency_s`` from inference start to publication."""
+    def record(self, stamp_ns: int, values: ArrayLike, latency_s: float, landed_ns: int) -> int:
+        """A chunk for the observation at ``stamp_ns`` was published at ``landed_ns``, ``latency_s`` after its
+        inference started: it is what executes next. Returns the stamp its steps will actually run on.
+
+        While the previous chunk still runs when this one lands, the aggregator runs it as stamped. Otherwise
+        (no previous chunk, or it ran out first) the aggregator finds its queue empty and re-times the chunk: the
+        steps up to the previous chunk's end count as executed and the next one runs at once (``action_queue``).
+        The chunk is kept on that timeline, or the next leftover would be shifted by this chunk's latency.
+        (The aggregator starts it on its own grid, up to one period before ``landed_ns``.)"""
         arr = np.asarray(values, dtype=np.float64)
         if arr.ndim != 2 or len(arr) == 0:
             raise ValueError(f"a chunk is (steps, action_dim), got shape {arr.shape}")
         self.latency.add(latency_s)
-        self._prev = TimedChunk(int(stamp_ns), self.period_ns, arr)
+        prev, stamp = self._prev, int(stamp_ns)
+        if prev is None or prev.end_ns < landed_ns:
+            executed = 0 if prev is None else max(0, (prev.end_ns - stamp) // self.period_ns + 1)
+            stamp = max(stamp, int(landed_ns) - executed * self.period_ns)
+        self._prev = TimedChunk(stamp, self.period_ns, arr)
+        return stamp

@@ -83,7 +83,7 @@ def test_prepare_freezes_at_most_the_leftover_and_guides_at_least_the_frozen_ste
     rtc = RealTimeChunking(P, latency_window=3)
     first = rtc.prepare(S, S + 5 * MS, execution_horizon=10)
     assert first.leftover is None  # the first chunk: nothing to continue, no guidance
-    rtc.record(S, ramp(50), latency_s=0.2)
+    rtc.record(S, ramp(50), latency_s=0.2, landed_ns=S)
     # 20 steps later, 5 ms old at start, latency 200 ms: 21 steps pass before it lands.
     inputs = rtc.prepare(S + 20 * P, S + 20 * P + 5 * MS, execution_horizon=10)
     assert np.array_equal(inputs.leftover, ramp(30, start=20))
@@ -98,11 +98,27 @@ def test_prepare_freezes_at_most_the_leftover_and_guides_at_least_the_frozen_ste
 
 def test_prepare_uses_the_windowed_latency():
     rtc = RealTimeChunking(P, latency_window=2)
-    rtc.record(S, ramp(50), latency_s=0.3)  # a slow first chunk
-    rtc.record(S, ramp(50), latency_s=0.05)
+    rtc.record(S, ramp(50), latency_s=0.3, landed_ns=S)  # a slow first chunk
+    rtc.record(S, ramp(50), latency_s=0.05, landed_ns=S)
     assert rtc.prepare(S, S, 10).inference_delay == 30
-    rtc.record(S, ramp(50), latency_s=0.05)
+    rtc.record(S, ramp(50), latency_s=0.05, landed_ns=S)
     assert rtc.prepare(S, S, 10).inference_delay == 5
+
+
+def test_recorded_timeline_follows_the_aggregators_re_timing():
+    """The aggregator runs a chunk that finds its queue empty from its first step not executed, at once: the
+    next leftover must be taken on that timeline, not on the observation's."""
+    rtc = RealTimeChunking(P)
+    # The first chunk: observation at S, published 200 ms later. The arm was holding: it runs from step 0 then.
+    assert rtc.record(S, ramp(50), latency_s=0.2, landed_ns=S + 200 * MS) == S + 200 * MS
+    inputs = rtc.prepare(S + 220 * MS, S + 220 * MS, execution_horizon=10)
+    assert inputs.leftover[0, 0] == 2.0  # 20 ms after it started running: step 2, not step 22
+    # A chunk landing while the previous one still runs keeps its stamp.
+    assert rtc.record(S + 220 * MS, ramp(50, start=100), latency_s=0.1, landed_ns=S + 320 * MS) == S + 220 * MS
+    # One landing after the previous one ran out (at S + 220 ms + 49 P = S + 710 ms): its steps up to then
+    # executed (from the previous chunk, which it was frozen to), the next one runs at landing.
+    stamp = rtc.record(S + 600 * MS, ramp(50, start=200), latency_s=0.2, landed_ns=S + 800 * MS)
+    assert stamp == S + 800 * MS - 12 * P  # steps at S+600..S+710 ms (12 of them) ran before it landed
 
 
 # ---------------------------------------------------------------------------------------------- execution

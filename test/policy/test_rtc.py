@@ -187,3 +187,29 @@ def test_lerobot04_loop_equals_lerobot06_euler_integrate():
         ours = fm._euler_integrate_lerobot04(denoise, noise.clone(), 10, **kw)
         theirs = fm.lerobot_euler_integrate(denoise, noise.clone(), 10, **kw)
         assert torch.equal(ours, theirs), rtc
+
+
+def test_fast_path_serves_unguided_chunks_and_guided_ones_fall_back_once(policy, caplog):
+    import copy
+    import logging
+
+    fast = copy.deepcopy(policy)
+    fast.prepare_for_inference(fast=True, warmup=False)
+    assert fast._fast_sampler() is not None
+    batch = make_batch(policy.config, batch_size=1, seed=7, with_actions=False)
+    noise, leftover = _noise(policy, 4), torch.randn(10, 6, generator=torch.Generator().manual_seed(1))
+    _rtc(policy, RTCConfig(enabled=True, execution_horizon=8))
+    _rtc(fast, RTCConfig(enabled=True, execution_horizon=8))
+    try:
+        with caplog.at_level(logging.WARNING, logger="gemma3nvla_ros.policy.modeling_gemma3nvla"):
+            guided = [fast.predict_action_chunk(batch, noise=noise, inference_delay=3, prev_chunk_left_over=leftover)
+                      for _ in range(2)]
+        expected = policy.predict_action_chunk(batch, noise=noise, inference_delay=3, prev_chunk_left_over=leftover)
+        unguided = fast.predict_action_chunk(batch, noise=noise)
+    finally:
+        _rtc(policy, None)
+    torch.testing.assert_close(guided[0], expected, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(guided[1], guided[0])
+    assert len([r for r in caplog.records if "fast inference path" in r.getMessage()]) == 1  # said once
+    # Without a leftover the fast sampler runs.
+    assert torch.equal(unguided, fast._fast.sample_actions(*fast._inputs(batch), noise=noise)[:, :, :6])

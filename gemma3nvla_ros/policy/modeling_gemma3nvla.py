@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import numbers
 import threading
 import time
 from collections import deque
@@ -672,11 +673,15 @@ class Gemma3nVLAPolicy(PreTrainedPolicy):
         return self._encode_actions(actions)
 
     def _sample_guided(self, batch, noise, generator, inference_delay, prev_chunk_left_over, execution_horizon):
-        if isinstance(inference_delay, bool) or not isinstance(inference_delay, int) or inference_delay < 0:
+        def integer(value: Any) -> int | None:  # ints of any kind (numpy's too), not bools or floats
+            return None if isinstance(value, bool) or not isinstance(value, numbers.Integral) else int(value)
+
+        delay, horizon = integer(inference_delay), integer(execution_horizon)
+        if delay is None or delay < 0:
             raise ValueError(f"inference_delay must be an integer >= 0 with prev_chunk_left_over, got {inference_delay!r}")
-        if execution_horizon is not None and (isinstance(execution_horizon, bool)
-                                              or not isinstance(execution_horizon, int) or execution_horizon <= 0):
+        if execution_horizon is not None and (horizon is None or horizon <= 0):
             raise ValueError(f"execution_horizon must be None or an integer > 0, got {execution_horizon!r}")
+        inference_delay, execution_horizon = delay, horizon
         if self._fast_sampler() is not None:
             self._log_once("rtc_fast", "RTC guidance is not in the fast inference path (its CUDA graphs hold no "
                                        "autograd): chunks with a leftover to guide towards run on the eager path")

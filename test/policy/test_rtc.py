@@ -6,6 +6,7 @@ import importlib.util
 import inspect
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from lerobot.policies.rtc.configuration_rtc import RTCConfig
@@ -97,8 +98,8 @@ def test_guided_chunk_follows_the_leftover_where_it_is_frozen(policy, delay):
     try:
         guided = policy.predict_action_chunk(batch, noise=noise, inference_delay=delay,
                                              prev_chunk_left_over=leftover)[0]
-        again = policy.predict_action_chunk(batch, noise=noise, inference_delay=delay,
-                                            prev_chunk_left_over=leftover[None])[0]
+        again = policy.predict_action_chunk(batch, noise=noise, inference_delay=np.int64(delay),
+                                            prev_chunk_left_over=leftover[None].numpy())[0]
     finally:
         _rtc(policy, None)
     torch.testing.assert_close(again, guided)
@@ -131,6 +132,7 @@ def test_guidance_runs_inside_the_runners_inference_mode(policy):
 @pytest.mark.parametrize("kwargs, needle", [
     (dict(inference_delay=None, prev_chunk_left_over=torch.zeros(4, 6)), "inference_delay"),
     (dict(inference_delay=-1, prev_chunk_left_over=torch.zeros(4, 6)), "inference_delay"),
+    (dict(inference_delay=1.5, prev_chunk_left_over=torch.zeros(4, 6)), "inference_delay"),
     (dict(inference_delay=1, prev_chunk_left_over=torch.zeros(4, 5)), "prev_chunk_left_over must be"),
     (dict(inference_delay=1, prev_chunk_left_over=torch.zeros(0, 6)), "prev_chunk_left_over must be"),
     (dict(inference_delay=1, prev_chunk_left_over=torch.full((4, 6), float("nan"))), "NaN"),

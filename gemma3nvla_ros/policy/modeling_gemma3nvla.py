@@ -651,8 +651,10 @@ class Gemma3nVLAPolicy(PreTrainedPolicy):
         was taken, in this method's output space (normalized) and aligned with this chunk's first step; its first
         ``inference_delay`` steps (executed before this chunk can take over) are frozen to them, the next ones up to
         ``execution_horizon`` (default ``rtc_config.execution_horizon``) guided with decaying weight. Without a
-        leftover (the first chunk) or with RTC off the chunk is sampled as usual. Guidance takes a gradient, so a
-        guided chunk runs on the eager path, outside ``torch.inference_mode`` even when called inside it."""
+        leftover (the first chunk) or with RTC off the chunk is sampled as usual. A guided chunk runs on the fast
+        path when it is prepared (its guidance needs no autograd there), except with ``rtc_config.debug`` (LeRobot's
+        per-step tracker lives in the eager loop); on the eager path LeRobot's guidance takes a gradient, so it runs
+        outside ``torch.inference_mode`` even when called inside it."""
         if self.training:  # eval() walks thousands of modules (tens of ms per chunk); only when needed
             self.eval()
         self._validate_batch(batch, training=False)
@@ -682,9 +684,18 @@ class Gemma3nVLAPolicy(PreTrainedPolicy):
         if execution_horizon is not None and (horizon is None or horizon <= 0):
             raise ValueError(f"execution_horizon must be None or an integer > 0, got {execution_horizon!r}")
         inference_delay, execution_horizon = delay, horizon
-        if self._fast_sampler() is not None:
-            self._log_once("rtc_fast", "RTC guidance is not in the fast inference path (its CUDA graphs hold no "
-                                       "autograd): chunks with a leftover to guide towards run on the eager path")
+        if self.rtc_processor is None or self.rtc_processor.rtc_config is not self.config.rtc_config:
+            self.init_rtc_processor()  # rtc_config set or replaced without init_rtc_processor()
+        max_weight = self.config.rtc_config.max_guidance_weight
+        if isinstance(max_weight, bool) or not isinstance(max_weight, numbers.Real) or not 0 < max_weight < math.inf:
+            raise ValueError(f"rtc_config.max_guidance_weight must be a finite number > 0, got {max_weight!r}")
+        fast = self._fast_sampler()
+        if fast is not None and not self.rtc_processor.is_debug_enabled():
+            inputs = self._inputs(batch)
+            prev = self._rtc_prefix(prev_chunk_left_over, inputs[-1].shape[0], inputs[-1].device)
+            return fast.sample_actions(*inputs, noise=noise, generator=generator, rtc_processor=self.rtc_processor,
+                                       rtc_enabled=True, inference_delay=inference_delay, prev_chunk_left_over=prev,
+                                       execution_horizon=execution_horizon)
         # LeRobot's guidance differentiates through x_t: step out of inference_mode (a caller's, e.g. the runner's)
         # and work on ordinary tensors, or autograd refuses to save inference tensors.
         with torch.inference_mode(False):

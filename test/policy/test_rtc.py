@@ -191,27 +191,174 @@ def test_lerobot04_loop_equals_lerobot06_euler_integrate():
         assert torch.equal(ours, theirs), rtc
 
 
-def test_fast_path_serves_unguided_chunks_and_guided_ones_fall_back_once(policy, caplog):
+# ----------------------------------------------------------------------------------------------- fast path
+def test_lerobots_guidance_is_the_closed_form_the_fast_path_computes():
+    """The fast path has no autograd: it relies on RTCProcessor.denoise_step taking v_t before x_t requires grad,
+    so that its correction is the weighted error. Checked against the installed LeRobot's processor, every
+    schedule, a leftover shorter and as long as the chunk, the first step (infinite weight, capped) and later ones."""
+    from lerobot.configs.types import RTCAttentionSchedule
+
+    from gemma3nvla_ros.policy.fast_inference import rtc_guidance_weights, rtc_guide
+
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(6, 6, generator=g)
+
+    def denoise(x):  # nonlinear in x: an autograd correction through v_t would differ from the closed form
+        return torch.tanh(x @ w) * 2
+
+    steps = 5
+    for schedule in RTCAttentionSchedule:
+        for delay, horizon, length, max_weight in ((3, 8, 10, 10.0), (0, 12, 4, 2.5), (5, 16, 16, 40.0)):
+            proc = RTCProcessor(RTCConfig(enabled=True, execution_horizon=horizon, max_guidance_weight=max_weight,
+                                          prefix_attention_schedule=schedule))
+            weights = rtc_guidance_weights(steps, max_weight)
+            x, prev = torch.randn(2, CHUNK, 6, generator=g), torch.randn(2, length, 6, generator=g)
+            padded = torch.zeros(2, CHUNK, 6)
+            padded[:, :length] = prev
+            prefix = proc.get_prefix_weights(delay, min(horizon, length), CHUNK)[None, :, None]
+            for step in range(steps):
+                time = 1.0 - step / steps
+                theirs = proc.denoise_step(x, prev, delay, time, denoise)
+                ours = rtc_guide(x, denoise(x), padded, prefix, weights[step], time)
+                assert torch.equal(ours, theirs), (schedule, delay, horizon, step)
+    with pytest.raises(ValueError, match="max_guidance_weight"):
+        rtc_guidance_weights(steps, float("inf"))
+
+
+@pytest.fixture(scope="module")
+def fast_policy(policy):
+    """A copy of ``policy`` on the fast path (CPU: no graphs, no compile), so that ``policy`` stays the eager
+    reference."""
     import copy
-    import logging
+
+    from gemma3nvla_ros.policy.fast_inference import FastSampler
 
     fast = copy.deepcopy(policy)
-    fast.prepare_for_inference(fast=True, warmup=False)
-    assert fast._fast_sampler() is not None
-    batch = make_batch(policy.config, batch_size=1, seed=7, with_actions=False)
-    noise, leftover = _noise(policy, 4), torch.randn(10, 6, generator=torch.Generator().manual_seed(1))
-    _rtc(policy, RTCConfig(enabled=True, execution_horizon=8))
-    _rtc(fast, RTCConfig(enabled=True, execution_horizon=8))
+    fast._fast = FastSampler(fast.model, graphs=False, compile=False)
+    assert fast._fast_sampler() is fast._fast
+    return fast
+
+
+@pytest.mark.parametrize("delay, horizon, max_weight, length", [
+    (3, 8, 10.0, 10),  # LeRobot's default weight, a leftover shorter than the chunk
+    (0, None, 2.5, 4),  # the config's horizon (12), longer than the leftover: cut to it
+    (5, 16, 40.0, 16),  # a full-chunk leftover
+])
+def test_guided_fast_path_equals_eager_with_lerobots_processor(policy, fast_policy, caplog, delay, horizon,
+                                                                max_weight, length):
+    import logging
+
+    from helpers_policy import rel
+
+    g = torch.Generator().manual_seed(100 + delay)
+    batch = make_batch(policy.config, batch_size=2, seed=20 + delay, with_actions=False)
+    noise = torch.randn(2, CHUNK, policy.config.max_action_dim, generator=g)
+    leftover = torch.randn(2, length, 6, generator=g)
+    kw = dict(noise=noise, inference_delay=delay, prev_chunk_left_over=leftover, execution_horizon=horizon)
+    for p in (policy, fast_policy):
+        _rtc(p, RTCConfig(enabled=True, execution_horizon=12, max_guidance_weight=max_weight))
     try:
-        with caplog.at_level(logging.WARNING, logger="gemma3nvla_ros.policy.modeling_gemma3nvla"):
-            guided = [fast.predict_action_chunk(batch, noise=noise, inference_delay=3, prev_chunk_left_over=leftover)
-                      for _ in range(2)]
-        expected = policy.predict_action_chunk(batch, noise=noise, inference_delay=3, prev_chunk_left_over=leftover)
-        unguided = fast.predict_action_chunk(batch, noise=noise)
+        with caplog.at_level(logging.WARNING):
+            guided = fast_policy.predict_action_chunk(batch, **kw)
+        assert fast_policy._fast._statics and all(s.guidance.on for s in fast_policy._fast._statics.values())
+        expected = policy.predict_action_chunk(batch, **kw)
+        plain = fast_policy.predict_action_chunk(batch, noise=noise)
     finally:
         _rtc(policy, None)
-    torch.testing.assert_close(guided[0], expected, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(guided[1], guided[0])
-    assert len([r for r in caplog.records if "fast inference path" in r.getMessage()]) == 1  # said once
-    # Without a leftover the fast sampler runs.
-    assert torch.equal(unguided, fast._fast.sample_actions(*fast._inputs(batch), noise=noise)[:, :, :6])
+        _rtc(fast_policy, None)
+    assert rel(guided, expected) <= 1e-5, rel(guided, expected)  # test_fast_inference's fast-vs-eager tolerance
+    assert rel(guided, plain) > 1e-2  # the guidance did something
+    assert not [r for r in caplog.records if "fast" in r.getMessage()]
+
+
+def test_unguided_fast_chunks_are_bit_identical_to_the_path_without_rtc(policy, fast_policy):
+    """Zero guidance weights give exactly the Euler loop the fast path ran before RTC, before and after a guided
+    chunk left its buffers set (no leak between chunks)."""
+    fast = fast_policy._fast
+    net = fast_policy.model
+    batch = make_batch(policy.config, batch_size=1, seed=30, with_actions=False)
+    noise = _noise(policy, 30)
+    inputs = fast_policy._inputs(batch)
+    before = fast.sample_actions(*inputs, noise=noise)
+    _rtc(fast_policy, RTCConfig(enabled=True, execution_horizon=8))
+    try:
+        guided = fast_policy.predict_action_chunk(batch, noise=noise, inference_delay=2,
+                                                  prev_chunk_left_over=torch.randn(10, 6))
+        after_guided = fast_policy.predict_action_chunk(batch, noise=noise)  # RTC on, no leftover: unguided
+    finally:
+        _rtc(fast_policy, None)
+    after = fast.sample_actions(*inputs, noise=noise)
+    # The loop without RTC, on the sampler's own velocity and phase outputs.
+    s = fast.load(*inputs, noise)
+    fast.run_phase(s, "vision")
+    fast.run_phase(s, "text")
+    kv = [t for pair in s.prefix_kv for t in pair]
+    steps = policy.config.num_steps
+    x = net.real_dims_only(noise)
+    with torch.no_grad():
+        for step in range(steps):
+            v = fast._velocity(x, s.plan.time_parts[step], kv, s.plan.suffix_rope, s.plan.cross_bias,
+                               s.plan.joint_bias)
+            x = x + (-1.0 / steps) * net.real_dims_only(v)
+    assert torch.equal(before, x) and torch.equal(after, x)
+    assert torch.equal(after_guided, x[:, :, :6])
+    assert not torch.allclose(guided, after_guided, atol=1e-3)
+
+
+def test_max_guidance_weight_changes_take_effect_without_a_new_plan(policy, fast_policy):
+    fast = fast_policy._fast
+    batch = make_batch(policy.config, batch_size=1, seed=40, with_actions=False)
+    noise, leftover = _noise(policy, 40), torch.randn(12, 6, generator=torch.Generator().manual_seed(40))
+    kw = dict(noise=noise, inference_delay=4, prev_chunk_left_over=leftover)
+    config = RTCConfig(enabled=True, execution_horizon=10, max_guidance_weight=10.0)
+    _rtc(fast_policy, config)
+    _rtc(policy, RTCConfig(enabled=True, execution_horizon=10, max_guidance_weight=1.0))
+    try:
+        strong = fast_policy.predict_action_chunk(batch, **kw)
+        plans, statics = dict(fast._plans), dict(fast._statics)
+        buffers = [(s.guidance.weights.data_ptr(), s.guidance.leftover.data_ptr()) for s in statics.values()]
+        config.max_guidance_weight = 1.0  # in place, at run time: the processor reads the same config
+        weak = fast_policy.predict_action_chunk(batch, **kw)
+        expected = policy.predict_action_chunk(batch, **kw)
+        config.max_guidance_weight = float("nan")
+        with pytest.raises(ValueError, match="max_guidance_weight"):
+            fast_policy.predict_action_chunk(batch, **kw)
+    finally:
+        _rtc(policy, None)
+        _rtc(fast_policy, None)
+    from helpers_policy import rel
+
+    assert rel(weak, expected) <= 1e-5
+    assert rel(weak, strong) > 1e-2
+    assert fast._plans.keys() == plans.keys() and fast._statics == statics  # same plan, same static buffers
+    assert [(s.guidance.weights.data_ptr(), s.guidance.leftover.data_ptr()) for s in fast._statics.values()] == buffers
+
+
+def test_guided_fast_path_runs_inside_the_runners_inference_mode_and_debug_goes_eager(policy, fast_policy):
+    """The runner infers unguided chunks under torch.inference_mode and guided ones under no_grad: the fast path's
+    buffers, made by whichever comes first, serve both."""
+    from gemma3nvla_ros.policy.fast_inference import FastSampler
+
+    fast_policy._fast = FastSampler(fast_policy.model, graphs=False, compile=False)  # no buffers yet
+    batch = make_batch(policy.config, batch_size=1, seed=50, with_actions=False)
+    noise, leftover = _noise(policy, 50), torch.randn(9, 6, generator=torch.Generator().manual_seed(50))
+    kw = dict(inference_delay=3, prev_chunk_left_over=leftover)
+    _rtc(fast_policy, RTCConfig(enabled=True, execution_horizon=8))
+    try:
+        with torch.inference_mode():
+            inside = fast_policy.predict_action_chunk({k: v.clone() for k, v in batch.items()}, noise=noise.clone(),
+                                                      **kw)
+        outside = fast_policy.predict_action_chunk(batch, noise=noise, **kw)
+        # LeRobot's debug tracker records every step of the eager loop: with it on, the eager path runs.
+        _rtc(fast_policy, RTCConfig(enabled=True, execution_horizon=8, debug=True))
+        for s in fast_policy._fast._statics.values():
+            fast_policy._fast.clear_guidance(s)
+        debug = fast_policy.predict_action_chunk(batch, noise=noise, **kw)
+        assert fast_policy.rtc_processor.get_all_debug_steps()
+        assert not any(s.guidance.on for s in fast_policy._fast._statics.values())
+    finally:
+        _rtc(fast_policy, None)
+    from helpers_policy import rel
+
+    torch.testing.assert_close(inside, outside)
+    assert rel(debug, outside) <= 1e-5

@@ -40,7 +40,6 @@ _FIELDS_BEFORE_RESIZE_MODE = frozenset((
 BACKBONE_DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
-@PreTrainedConfig.register_subclass("gemma3nvla")
 @dataclass
 class Gemma3nVLAConfig(PreTrainedConfig):
     # Input / output structure.

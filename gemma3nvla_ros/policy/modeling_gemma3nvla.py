@@ -32,7 +32,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
-from transformers.modeling_utils import no_init_weights
 
 from lerobot.policies.pretrained import PreTrainedPolicy
 from lerobot.policies.smolvla.modeling_smolvla import (
@@ -42,6 +41,7 @@ from lerobot.policies.smolvla.modeling_smolvla import (
 )
 from lerobot.utils.constants import ACTION, OBS_IMAGES, OBS_LANGUAGE_ATTENTION_MASK, OBS_LANGUAGE_TOKENS, OBS_STATE
 
+from .compat import no_init_weights
 from .configuration_gemma3nvla import Gemma3nVLAConfig
 from .gemma3n_with_expert import Gemma3nWithExpertModel, PrefixOutput
 from .input_checks import InputRefused, check_finite, check_pixels, inputs_look_fine

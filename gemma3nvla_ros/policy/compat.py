@@ -1,0 +1,110 @@
+"""The one place where the two LeRobot / transformers stacks gemma3nvla runs on differ.
+
+``setup.py`` installs one of two stacks, by Python version:
+
+* **LeRobot 0.6.x + transformers 5.x** (Python >= 3.12: ROS 2 Jazzy and later) -- the ``LEROBOT_06`` and
+  ``TRANSFORMERS_5`` branches below.
+* **LeRobot 0.4.4 + transformers 4.57** (Python 3.10 / 3.11: ROS 2 Humble) -- the ``else`` branches.
+
+Everything else in ``gemma3nvla_ros.policy`` (and the tools and tests around it) is the same code on both and
+imports what differs from here. The differences covered:
+
+* the processor step that ends the task with a newline: LeRobot 0.6 ``NewLineTaskProcessorStep``, 0.4.4
+  ``SmolVLANewLineProcessor`` (both registered as ``smolvla_new_line_processor``, so saved pipelines load on
+  either);
+* ``no_init_weights``: ``transformers.initialization`` in 5.x, ``transformers.modeling_utils`` in 4.x;
+* Gemma 3n internals the backbone calls: ``get_image_features`` returns an output object in 5.x (features in
+  ``pooler_output``), a tensor in 4.x; 5.x has one rotary module called with a ``layer_type`` (buffers
+  ``<layer_type>_inv_freq``), 4.x two (``rotary_emb`` global, ``rotary_emb_local`` sliding); a decoder layer
+  takes its layer type's ``position_embeddings`` and returns the AltUp streams in 5.x, takes global and local
+  embeddings and returns a 1-tuple in 4.x;
+* ``lerobot-train``'s evaluation-frequency flag: ``--env_eval_freq`` in 0.6, ``--eval_freq`` in 0.4.4;
+* SmolVLA's ``resize_with_pad``: (img, height, width) in 0.6 (``lerobot.policies.common.vla_utils``),
+  (img, width, height) in 0.4.4.
+
+Checkpoints: a policy's ``model.safetensors`` holds the same tensor names on both stacks (the renamed RoPE
+buffers are not saved), so a checkpoint saved under one loads under the other.
+"""
+from __future__ import annotations
+
+from importlib.metadata import version
+from typing import Any
+
+import transformers
+from packaging.version import Version
+from torch import Tensor, nn
+from transformers.models.gemma3n.modeling_gemma3n import Gemma3nModel
+
+LEROBOT_VERSION = Version(version("lerobot"))
+TRANSFORMERS_VERSION = Version(transformers.__version__)
+LEROBOT_06 = LEROBOT_VERSION >= Version("0.6")
+TRANSFORMERS_5 = TRANSFORMERS_VERSION.major >= 5
+
+if LEROBOT_06:
+    from lerobot.policies.common.vla_utils import resize_with_pad as _resize_with_pad
+    from lerobot.processor import NewLineTaskProcessorStep
+
+    LEROBOT_TRAIN_EVAL_FREQ_FLAG = "--env_eval_freq"
+else:
+    from lerobot.policies.smolvla.modeling_smolvla import resize_with_pad as _resize_with_pad
+    from lerobot.policies.smolvla.processor_smolvla import SmolVLANewLineProcessor as NewLineTaskProcessorStep
+
+    LEROBOT_TRAIN_EVAL_FREQ_FLAG = "--eval_freq"
+
+if TRANSFORMERS_5:
+    from transformers.initialization import no_init_weights
+else:
+    from transformers.modeling_utils import no_init_weights
+
+__all__ = [
+    "LEROBOT_06", "LEROBOT_TRAIN_EVAL_FREQ_FLAG", "LEROBOT_VERSION", "NewLineTaskProcessorStep", "TRANSFORMERS_5",
+    "TRANSFORMERS_VERSION", "decoder_layer", "image_features", "no_init_weights", "rope", "rope_inv_freq",
+    "smolvla_resize_with_pad",
+]
+
+
+def image_features(model: nn.Module, pixel_values: Tensor) -> Tensor:
+    """transformers' ``Gemma3nModel.get_image_features`` run on ``model`` (anything with its ``vision_tower``,
+    ``embed_vision`` and ``config``): the [B, soft tokens, hidden] embeddings of the images."""
+    out = Gemma3nModel.get_image_features(model, pixel_values)
+    return out.pooler_output if TRANSFORMERS_5 else out
+
+
+def rope(text_model: nn.Module, x: Tensor, position_ids: Tensor, layer_type: str) -> tuple[Tensor, Tensor]:
+    """cos/sin of ``layer_type`` ("full_attention" / "sliding_attention") from a ``Gemma3nTextModel``'s own
+    rotary module(s), computed in float32 there and returned in ``x``'s dtype."""
+    if TRANSFORMERS_5:
+        return text_model.rotary_emb(x, position_ids, layer_type)
+    module = text_model.rotary_emb_local if layer_type == "sliding_attention" else text_model.rotary_emb
+    return module(x, position_ids)
+
+
+def rope_inv_freq(text_model: nn.Module, layer_type: str) -> Tensor:
+    """The inverse-frequency buffer behind ``rope(..., layer_type)``."""
+    if TRANSFORMERS_5:
+        return getattr(text_model.rotary_emb, f"{layer_type}_inv_freq")
+    module = text_model.rotary_emb_local if layer_type == "sliding_attention" else text_model.rotary_emb
+    return module.inv_freq
+
+
+def decoder_layer(layer: nn.Module, hidden: Tensor, position_embeddings: tuple[Tensor, Tensor],
+                  per_layer_input: Tensor, *, attention_mask: Tensor, position_ids: Tensor, past_key_values: Any,
+                  cache_position: Tensor) -> Tensor:
+    """One ``Gemma3nTextDecoderLayer`` over the AltUp streams ``hidden`` [altup, B, L, hidden] with its layer
+    type's cos/sin; returns the new streams (all of them: in 5.x the layer returns the stacked tensor, whose
+    ``[0]`` would be stream 0 alone)."""
+    if TRANSFORMERS_5:
+        return layer(hidden, position_embeddings, per_layer_input, attention_mask=attention_mask,
+                     position_ids=position_ids, past_key_values=past_key_values)
+    # 4.x picks the local or global pair by the layer's own type; both are this layer's.
+    return layer(hidden, position_embeddings, position_embeddings, per_layer_input, attention_mask=attention_mask,
+                 position_ids=position_ids, past_key_values=past_key_values, use_cache=True,
+                 cache_position=cache_position)[0]
+
+
+def smolvla_resize_with_pad(img: Tensor, height: int, width: int, pad_value: float = 0.0) -> Tensor:
+    """LeRobot's SmolVLA ``resize_with_pad`` (left/top padding) called with (height, width) on either version."""
+    if LEROBOT_06:
+        return _resize_with_pad(img, height, width, pad_value=pad_value)
+    return _resize_with_pad(img, width, height, pad_value=pad_value)
+

@@ -435,8 +435,9 @@ class Gemma3nVLAPolicy(PreTrainedPolicy):
             fast = self._fast
         return fast
 
-    def _save_pretrained(self, save_directory) -> None:
-        if getattr(self, "_fast", None) is None or not self._fast.fused:
+    def _save_pretrained(self, save_directory, state_dict: dict[str, Tensor] | None = None) -> None:
+        # ``state_dict``: LeRobot 0.6 passes one gathered elsewhere (FSDP); 0.4.4 never does.
+        if state_dict is None and (getattr(self, "_fast", None) is None or not self._fast.fused):
             return super()._save_pretrained(save_directory)
         # The fast path's fused expert projections make some weights views of one tensor, which safetensors'
         # save_model refuses: save own copies of every tensor instead.
@@ -446,7 +447,8 @@ class Gemma3nVLAPolicy(PreTrainedPolicy):
         from safetensors.torch import save_file
 
         self.config._save_pretrained(save_directory)
-        state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in self.state_dict().items()}
+        state = {k: v.detach().to("cpu", copy=True).contiguous()
+                 for k, v in (self.state_dict() if state_dict is None else state_dict).items()}
         save_file(state, str(Path(save_directory) / SAFETENSORS_SINGLE_FILE), metadata={"format": "pt"})
 
     def get_optim_params(self):

@@ -17,7 +17,7 @@ def lerobot_train_command(*args: str) -> list[str]:
     flag for the evaluation frequency (``--env_eval_freq`` in 0.6, ``--eval_freq`` in 0.4.4)."""
     import pytest
 
-    from gemma3nvla_ros.policy.compat import LEROBOT_TRAIN_EVAL_FREQ_FLAG
+    from gemma3nvla_ros.compat import LEROBOT_TRAIN_EVAL_FREQ_FLAG
 
     exe = Path(sys.executable).parent / "lerobot-train"
     if not exe.exists():

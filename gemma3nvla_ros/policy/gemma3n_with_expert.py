@@ -76,7 +76,7 @@ from transformers.models.gemma3n.modeling_gemma3n import (
     repeat_kv,
 )
 
-from . import compat
+from gemma3nvla_ros import compat
 
 logger = logging.getLogger(__name__)
 

@@ -41,7 +41,8 @@ from lerobot.policies.smolvla.modeling_smolvla import (
 )
 from lerobot.utils.constants import ACTION, OBS_IMAGES, OBS_LANGUAGE_ATTENTION_MASK, OBS_LANGUAGE_TOKENS, OBS_STATE
 
-from .compat import no_init_weights
+from gemma3nvla_ros.compat import no_init_weights
+
 from .configuration_gemma3nvla import Gemma3nVLAConfig
 from .gemma3n_with_expert import Gemma3nWithExpertModel, PrefixOutput
 from .input_checks import InputRefused, check_finite, check_pixels, inputs_look_fine

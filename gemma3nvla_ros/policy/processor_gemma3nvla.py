@@ -37,7 +37,8 @@ from lerobot.utils.constants import (
     POLICY_PREPROCESSOR_DEFAULT_NAME,
 )
 
-from .compat import NewLineTaskProcessorStep
+from gemma3nvla_ros.compat import newline_task_step
+
 from .configuration_gemma3nvla import Gemma3nVLAConfig
 from .input_checks import InputRefused, check_finite, check_pixels, check_task, check_width
 
@@ -152,7 +153,7 @@ def make_gemma3nvla_pre_post_processors(
         RenameObservationsProcessorStep(rename_map={}),
         AddBatchDimensionProcessorStep(),
         Gemma3nVLAInputCheck.from_config(config),
-        NewLineTaskProcessorStep(),
+        newline_task_step(),
         Gemma3nVLATaskLengthCheck(
             tokenizer_name=config.vlm_model_name,
             max_length=config.tokenizer_max_length,

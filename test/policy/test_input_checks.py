@@ -248,7 +248,7 @@ def test_stretch_matches_gemma3n_image_processor(tiny_backbone, height, width):
 def test_pad_mode_is_smolvla_resize_with_pad():
     """pad: aspect ratio kept, zero bars on the left/top (SmolVLA's resize_with_pad), antialiased when
     downscaling; a 16:9 frame in a square spends 44% of it on bars."""
-    from gemma3nvla_ros.policy.compat import smolvla_resize_with_pad
+    from gemma3nvla_ros.compat import smolvla_resize_with_pad
     from gemma3nvla_ros.policy.modeling_gemma3nvla import resize_image
 
     _, img = _frames(720, 1280, n=1)
@@ -270,7 +270,7 @@ def test_pad_mode_non_square_target_is_height_width(height, width, bar_rows, bar
     black bars on the top (rows) or left (columns) filling the rest. (96, 40): 26x40 picture under 70 black rows;
     (40, 96): 40x60 picture right of 36 black columns; (32, 48): the same aspect, no bars. LeRobot's SmolVLA helper
     (its argument order changed from (width, height) in 0.4.4 to (height, width) in 0.6) gives the same pixels."""
-    from gemma3nvla_ros.policy.compat import smolvla_resize_with_pad
+    from gemma3nvla_ros.compat import smolvla_resize_with_pad
     from gemma3nvla_ros.policy.modeling_gemma3nvla import resize_image
 
     _, frame = _frames(64, 96, n=1)

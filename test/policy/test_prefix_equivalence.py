@@ -12,7 +12,7 @@ import torch
 from transformers import DynamicCache, Gemma3nConfig
 from transformers.models.gemma3n.modeling_gemma3n import Gemma3nModel
 
-from gemma3nvla_ros.policy.compat import rope_inv_freq
+from gemma3nvla_ros.compat import rope_inv_freq
 from gemma3nvla_ros.policy.gemma3n_with_expert import Gemma3nWithExpertModel, kv_source_layer, truncate_text_config
 
 from helpers_policy import make_batch, make_config, our_prefix, rel

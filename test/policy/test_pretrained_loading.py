@@ -12,7 +12,7 @@ from lerobot.configs.policies import PreTrainedConfig
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForImageTextToText, AutoTokenizer, DynamicCache
 
-from gemma3nvla_ros.policy.compat import rope_inv_freq
+from gemma3nvla_ros.compat import rope_inv_freq
 
 from helpers_policy import make_batch, make_config
 from helpers_policy import our_prefix, rel

@@ -6,8 +6,9 @@
   ``TRANSFORMERS_5`` branches below.
 * **LeRobot 0.4.4 + transformers 4.57** (Python 3.10 / 3.11: ROS 2 Humble) -- the ``else`` branches.
 
-Everything else in ``gemma3nvla_ros.policy`` (and the tools and tests around it) is the same code on both and
-imports what differs from here. The differences covered:
+Everything else (the policy, the tools, the tests) is the same code on both and gets what differs from here.
+Importing this module is cheap (no torch, transformers or LeRobot import): the functions import what they
+need. The differences covered:
 
 * the processor step that ends the task with a newline: LeRobot 0.6 ``NewLineTaskProcessorStep``, 0.4.4
   ``SmolVLANewLineProcessor`` (both registered as ``smolvla_new_line_processor``, so saved pipelines load on
@@ -18,6 +19,7 @@ imports what differs from here. The differences covered:
   ``<layer_type>_inv_freq``), 4.x two (``rotary_emb`` global, ``rotary_emb_local`` sliding); a decoder layer
   takes its layer type's ``position_embeddings`` and returns the AltUp streams in 5.x, takes global and local
   embeddings and returns a 1-tuple in 4.x;
+* ``LeRobotDataset.create``'s video codec: an ``RGBEncoderConfig`` in 0.6, a ``vcodec`` string in 0.4.4;
 * ``lerobot-train``'s evaluation-frequency flag: ``--env_eval_freq`` in 0.6, ``--eval_freq`` in 0.4.4;
 * SmolVLA's ``resize_with_pad``: (img, height, width) in 0.6 (``lerobot.policies.common.vla_utils``),
   (img, width, height) in 0.4.4.
@@ -27,45 +29,68 @@ buffers are not saved), so a checkpoint saved under one loads under the other.
 """
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from importlib.metadata import version
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import transformers
 from packaging.version import Version
-from torch import Tensor, nn
-from transformers.models.gemma3n.modeling_gemma3n import Gemma3nModel
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
 
 LEROBOT_VERSION = Version(version("lerobot"))
-TRANSFORMERS_VERSION = Version(transformers.__version__)
+TRANSFORMERS_VERSION = Version(version("transformers"))
 LEROBOT_06 = LEROBOT_VERSION >= Version("0.6")
 TRANSFORMERS_5 = TRANSFORMERS_VERSION.major >= 5
 
-if LEROBOT_06:
-    from lerobot.policies.common.vla_utils import resize_with_pad as _resize_with_pad
-    from lerobot.processor import NewLineTaskProcessorStep
+LEROBOT_TRAIN_EVAL_FREQ_FLAG = "--env_eval_freq" if LEROBOT_06 else "--eval_freq"
 
-    LEROBOT_TRAIN_EVAL_FREQ_FLAG = "--env_eval_freq"
-else:
-    from lerobot.policies.smolvla.modeling_smolvla import resize_with_pad as _resize_with_pad
-    from lerobot.policies.smolvla.processor_smolvla import SmolVLANewLineProcessor as NewLineTaskProcessorStep
 
-    LEROBOT_TRAIN_EVAL_FREQ_FLAG = "--eval_freq"
+# ------------------------------------------------------------------------------------------------- LeRobot
+def newline_task_step() -> Any:
+    """LeRobot's processor step that ends the task with "\\n" (registry name ``smolvla_new_line_processor``)."""
+    if LEROBOT_06:
+        from lerobot.processor import NewLineTaskProcessorStep
+    else:
+        from lerobot.policies.smolvla.processor_smolvla import SmolVLANewLineProcessor as NewLineTaskProcessorStep
+    return NewLineTaskProcessorStep()
 
-if TRANSFORMERS_5:
-    from transformers.initialization import no_init_weights
-else:
-    from transformers.modeling_utils import no_init_weights
 
-__all__ = [
-    "LEROBOT_06", "LEROBOT_TRAIN_EVAL_FREQ_FLAG", "LEROBOT_VERSION", "NewLineTaskProcessorStep", "TRANSFORMERS_5",
-    "TRANSFORMERS_VERSION", "decoder_layer", "image_features", "no_init_weights", "rope", "rope_inv_freq",
-    "smolvla_resize_with_pad",
-]
+def dataset_video_kwargs(vcodec: str) -> dict[str, Any]:
+    """Keyword arguments of ``LeRobotDataset.create`` that choose the video codec of camera streams."""
+    if LEROBOT_06:
+        from lerobot.configs.video import RGBEncoderConfig
+
+        return {"rgb_encoder": RGBEncoderConfig(vcodec=vcodec)}
+    return {"vcodec": vcodec}
+
+
+def smolvla_resize_with_pad(img: Tensor, height: int, width: int, pad_value: float = 0.0) -> Tensor:
+    """LeRobot's SmolVLA ``resize_with_pad`` (left/top padding) called with (height, width) on either version."""
+    if LEROBOT_06:
+        from lerobot.policies.common.vla_utils import resize_with_pad
+
+        return resize_with_pad(img, height, width, pad_value=pad_value)
+    from lerobot.policies.smolvla.modeling_smolvla import resize_with_pad
+
+    return resize_with_pad(img, width, height, pad_value=pad_value)
+
+
+# ------------------------------------------------------------------------------------------- transformers
+def no_init_weights() -> AbstractContextManager:
+    """transformers' context in which modules are built without initializing their weights."""
+    if TRANSFORMERS_5:
+        from transformers.initialization import no_init_weights as context
+    else:
+        from transformers.modeling_utils import no_init_weights as context
+    return context()
 
 
 def image_features(model: nn.Module, pixel_values: Tensor) -> Tensor:
     """transformers' ``Gemma3nModel.get_image_features`` run on ``model`` (anything with its ``vision_tower``,
     ``embed_vision`` and ``config``): the [B, soft tokens, hidden] embeddings of the images."""
+    from transformers.models.gemma3n.modeling_gemma3n import Gemma3nModel
+
     out = Gemma3nModel.get_image_features(model, pixel_values)
     return out.pooler_output if TRANSFORMERS_5 else out
 
@@ -100,11 +125,3 @@ def decoder_layer(layer: nn.Module, hidden: Tensor, position_embeddings: tuple[T
     return layer(hidden, position_embeddings, position_embeddings, per_layer_input, attention_mask=attention_mask,
                  position_ids=position_ids, past_key_values=past_key_values, use_cache=True,
                  cache_position=cache_position)[0]
-
-
-def smolvla_resize_with_pad(img: Tensor, height: int, width: int, pad_value: float = 0.0) -> Tensor:
-    """LeRobot's SmolVLA ``resize_with_pad`` (left/top padding) called with (height, width) on either version."""
-    if LEROBOT_06:
-        return _resize_with_pad(img, height, width, pad_value=pad_value)
-    return _resize_with_pad(img, width, height, pad_value=pad_value)
-

@@ -20,17 +20,22 @@ need. The differences covered:
   takes its layer type's ``position_embeddings`` and returns the AltUp streams in 5.x, takes global and local
   embeddings and returns a 1-tuple in 4.x;
 * ``LeRobotDataset.create``'s video codec: an ``RGBEncoderConfig`` in 0.6, a ``vcodec`` string in 0.4.4;
+* what transformers 5 writes into a local backbone directory (tokenizer class, special tokens, RoPE bases),
+  rewritten so that transformers 4.57 reads it too (``make_backbone_dir_portable``);
 * ``lerobot-train``'s evaluation-frequency flag: ``--env_eval_freq`` in 0.6, ``--eval_freq`` in 0.4.4;
 * SmolVLA's ``resize_with_pad``: (img, height, width) in 0.6 (``lerobot.policies.common.vla_utils``),
   (img, width, height) in 0.4.4.
 
 Checkpoints: a policy's ``model.safetensors`` holds the same tensor names on both stacks (the renamed RoPE
-buffers are not saved), so a checkpoint saved under one loads under the other.
+buffers are not saved) and its config declares LeRobot 0.6's ``pretrained_revision``, so a checkpoint saved
+under one stack loads under the other and predicts the same actions.
 """
 from __future__ import annotations
 
+import json
 from contextlib import AbstractContextManager
 from importlib.metadata import version
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from packaging.version import Version
@@ -84,6 +89,34 @@ def no_init_weights() -> AbstractContextManager:
     else:
         from transformers.modeling_utils import no_init_weights as context
     return context()
+
+
+def make_backbone_dir_portable(directory: Path, extra_special_tokens: dict[str, str]) -> None:
+    """Rewrites what transformers 5 wrote into a local backbone dir (``save_pretrained`` of a config and a
+    tokenizer) into the spelling transformers 4.57 reads too (5.x reads both), so that a directory made under
+    one stack (the demo checkpoint's backbone, shared through ~/.cache) loads under the other: the tokenizer
+    class ``TokenizersBackend`` -> ``PreTrainedTokenizerFast``, ``extra_special_tokens`` a list -> the name ->
+    token mapping, and the RoPE bases also as ``rope_theta`` / ``rope_local_base_freq`` (4.x ignores 5.x's
+    ``rope_parameters`` and would fall back to its defaults). Weights are not covered: 5.x's ``save_pretrained``
+    writes another key layout, which 4.x does not read (only the tests write backbone weights, and read them back
+    with the same transformers)."""
+    if not TRANSFORMERS_5:
+        return
+    tokenizer_file = Path(directory) / "tokenizer_config.json"
+    if tokenizer_file.is_file():
+        tokenizer = json.loads(tokenizer_file.read_text())
+        if tokenizer.get("tokenizer_class") == "TokenizersBackend":
+            tokenizer["tokenizer_class"] = "PreTrainedTokenizerFast"
+        tokenizer["extra_special_tokens"] = dict(extra_special_tokens)
+        tokenizer_file.write_text(json.dumps(tokenizer, indent=2) + "\n")
+    config_file = Path(directory) / "config.json"
+    config = json.loads(config_file.read_text())
+    text = config.get("text_config", {})
+    rope_parameters = text.get("rope_parameters") or {}
+    for key, layer_type in (("rope_theta", "full_attention"), ("rope_local_base_freq", "sliding_attention")):
+        if "rope_theta" in rope_parameters.get(layer_type, {}):
+            text[key] = rope_parameters[layer_type]["rope_theta"]
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def image_features(model: nn.Module, pixel_values: Tensor) -> Tensor:

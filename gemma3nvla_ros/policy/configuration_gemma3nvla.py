@@ -1,4 +1,4 @@
-"""Configuration of the Gemma3nVLA policy (LeRobot 0.4.x policy type ``gemma3nvla``).
+"""Configuration of the Gemma3nVLA policy (LeRobot policy type ``gemma3nvla``, LeRobot 0.4.4 and 0.6).
 
 Gemma3nVLA is SmolVLA's recipe (a VLM prefix + a lean action expert trained by flow matching) with Google's
 Gemma 3n as the vision-language backbone. The defaults are the seed notes' values; every field is validated in

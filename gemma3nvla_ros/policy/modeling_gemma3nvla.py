@@ -1,4 +1,4 @@
-"""Gemma3nVLA: SmolVLA's flow-matching VLA with Gemma 3n as the backbone (LeRobot 0.4.x policy ``gemma3nvla``).
+"""Gemma3nVLA: SmolVLA's flow-matching VLA with Gemma 3n as the backbone (LeRobot policy ``gemma3nvla``).
 
 Train (after ``pip install -e plugins/lerobot_policy_gemma3nvla``)::
 

@@ -1,4 +1,4 @@
-"""Pre/post-processing pipelines of the Gemma3nVLA policy (LeRobot 0.4.x style: normalization lives here).
+"""Pre/post-processing pipelines of the Gemma3nVLA policy (LeRobot >= 0.4 style: normalization lives here).
 
 Pre: rename (identity, as SmolVLA) -> add batch dim -> input check (task there, state/action widths, no NaN/inf,
 pixels in [0, 1]: refused before LeRobot's steps fail on them with bare errors) -> task ends with "\\n" -> task

@@ -9,8 +9,8 @@ hard tokens (the end-of-image token) with ``embed_vision``'s hard-token table, p
 ``embed_tokens_per_layer`` with every non-text id (image soft tokens, end-of-image, our state token) mapped to
 the pad id, then ``project_per_layer_inputs`` of the final embeddings. The decoder runs transformers'
 ``Gemma3nTextDecoderLayer`` modules (AltUp, LAuReL, q/k/v norms, scaling 1.0, activation sparsity, PLE gate),
-with RoPE from the model's own float32 ``rotary_emb`` (full layers, theta 1e6) and ``rotary_emb_local``
-(sliding layers, theta 1e4), and a duck-typed cache (`_KVRecorder`) through which transformers' attention
+with RoPE from the model's own float32 rotary module(s) (full layers theta 1e6, sliding layers 1e4; called
+through ``gemma3nvla_ros.compat``, as transformers 4.57 and 5.x differ there), and a duck-typed cache (`_KVRecorder`) through which transformers' attention
 code itself performs KV sharing and hands us every layer's K/V. The only lines mirrored rather than called
 are the AltUp stream stacking before the first layer (and, for diagnostics, the un-stacking after the last),
 which transformers inlines in ``Gemma3nTextModel.forward``; a test checks them against that forward.

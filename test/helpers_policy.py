@@ -2,11 +2,28 @@
 tiny configs, batches and datasets around a tiny local Gemma 3n. Everything is local."""
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import torch
 from lerobot.configs.types import FeatureType, PolicyFeature
 
 from gemma3nvla_ros.policy.modeling_gemma3nvla import VLAFlowMatching
+
+def lerobot_train_command(*args: str) -> list[str]:
+    """``lerobot-train`` of this interpreter's environment (not whichever one is first on PATH: with two venvs,
+    that may be the other LeRobot) with ``args``; ``{eval_freq}`` in an argument becomes the installed LeRobot's
+    flag for the evaluation frequency (``--env_eval_freq`` in 0.6, ``--eval_freq`` in 0.4.4)."""
+    import pytest
+
+    from gemma3nvla_ros.compat import LEROBOT_TRAIN_EVAL_FREQ_FLAG
+
+    exe = Path(sys.executable).parent / "lerobot-train"
+    if not exe.exists():
+        pytest.fail(f"lerobot-train not found next to the interpreter ({exe})")
+    return [str(exe), *(a.replace("{eval_freq}", LEROBOT_TRAIN_EVAL_FREQ_FLAG) for a in args)]
+
 
 IMG = 64  # test image side; the tiny tower maps it to a 4x4 = 16-token grid
 STATE_DIM = 6

@@ -1,4 +1,4 @@
-"""Configuration of the Gemma3nVLA policy (LeRobot 0.4.x policy type ``gemma3nvla``).
+"""Configuration of the Gemma3nVLA policy (LeRobot policy type ``gemma3nvla``, LeRobot 0.4.4 and 0.6).
 
 Gemma3nVLA is SmolVLA's recipe (a VLM prefix + a lean action expert trained by flow matching) with Google's
 Gemma 3n as the vision-language backbone. The defaults are the seed notes' values; every field is validated in
@@ -41,9 +41,12 @@ _FIELDS_BEFORE_RESIZE_MODE = frozenset((
 BACKBONE_DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
-@PreTrainedConfig.register_subclass("gemma3nvla")
 @dataclass
 class Gemma3nVLAConfig(PreTrainedConfig):
+    # A field of LeRobot 0.6's PreTrainedConfig (the hub revision to load from), declared here too so that a
+    # config.json saved by LeRobot 0.6 (which writes it) parses under LeRobot 0.4.4 (which does not know it).
+    pretrained_revision: str | None = None
+
     # Input / output structure.
     n_obs_steps: int = 1
     chunk_size: int = 50

@@ -9,8 +9,8 @@ hard tokens (the end-of-image token) with ``embed_vision``'s hard-token table, p
 ``embed_tokens_per_layer`` with every non-text id (image soft tokens, end-of-image, our state token) mapped to
 the pad id, then ``project_per_layer_inputs`` of the final embeddings. The decoder runs transformers'
 ``Gemma3nTextDecoderLayer`` modules (AltUp, LAuReL, q/k/v norms, scaling 1.0, activation sparsity, PLE gate),
-with RoPE from the model's own float32 ``rotary_emb`` (full layers, theta 1e6) and ``rotary_emb_local``
-(sliding layers, theta 1e4), and a duck-typed cache (`_KVRecorder`) through which transformers' attention
+with RoPE from the model's own float32 rotary module(s) (full layers theta 1e6, sliding layers 1e4; called
+through ``gemma3nvla_ros.compat``, as transformers 4.57 and 5.x differ there), and a duck-typed cache (`_KVRecorder`) through which transformers' attention
 code itself performs KV sharing and hands us every layer's K/V. The only lines mirrored rather than called
 are the AltUp stream stacking before the first layer (and, for diagnostics, the un-stacking after the last),
 which transformers inlines in ``Gemma3nTextModel.forward``; a test checks them against that forward.
@@ -67,7 +67,6 @@ import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, Gemma3nConfig, Gemma3nTextConfig
 from transformers.models.gemma3n.modeling_gemma3n import (
-    Gemma3nModel,
     Gemma3nMultimodalEmbedder,
     Gemma3nRMSNorm,
     Gemma3nTextMLP,
@@ -76,6 +75,8 @@ from transformers.models.gemma3n.modeling_gemma3n import (
     apply_rotary_pos_emb,
     repeat_kv,
 )
+
+from gemma3nvla_ros import compat
 
 logger = logging.getLogger(__name__)
 
@@ -581,7 +582,7 @@ class Gemma3nWithExpertModel(nn.Module):
         """transformers' ``Gemma3nModel.get_image_features`` run on this module: MobileNetV5 tower, the
         [B, C, h, w] -> [B, h*w, C] soft tokens scaled by sqrt(vision hidden), then ``embed_vision``."""
         pixel_values = pixel_values.to(dtype=self.vlm_dtype)
-        return Gemma3nModel.get_image_features(self, pixel_values)
+        return compat.image_features(self, pixel_values)
 
     def embed_token_ids(self, input_ids: Tensor) -> tuple[Tensor, Tensor]:
         """Embeddings and raw per-layer inputs of Gemma 3n token ids, as ``Gemma3nModel.forward`` computes them.
@@ -635,8 +636,8 @@ class Gemma3nWithExpertModel(nn.Module):
         streams after the last computed layer and the captured pre-RoPE keys."""
         lm = self.language_model
         per_layer_inputs = lm.project_per_layer_inputs(inputs_embeds, per_layer_raw)
-        pos_global = lm.rotary_emb(inputs_embeds, position_ids)
-        pos_local = lm.rotary_emb_local(inputs_embeds, position_ids)
+        kinds = [self.layer_types[layer.layer_idx] for layer in lm.layers]
+        rope = {kind: compat.rope(lm, inputs_embeds, position_ids, kind) for kind in set(kinds)}
 
         # AltUp stream stacking, as Gemma3nTextModel.forward does it (inlined there, mirrored here).
         # (transformers takes the maximum with a float32 tensor 1e-5; clamp_min is the same value without the
@@ -653,18 +654,12 @@ class Gemma3nWithExpertModel(nn.Module):
         k_pre: dict[int, Tensor] = {}
         _K_CAPTURE.keys = k_pre
         try:
-            for layer in lm.layers:
-                hidden = layer(
-                    hidden,
-                    pos_global,
-                    pos_local,
-                    per_layer_inputs[:, :, layer.layer_idx, :],
-                    attention_mask=masks[layer.attention_type],
-                    position_ids=position_ids,
-                    past_key_values=recorder,
-                    use_cache=True,
-                    cache_position=cache_position,
-                )[0]
+            for layer, kind in zip(lm.layers, kinds):
+                hidden = compat.decoder_layer(
+                    layer, hidden, rope[kind], per_layer_inputs[:, :, layer.layer_idx, :],
+                    attention_mask=masks[kind], position_ids=position_ids,
+                    past_key_values=recorder, cache_position=cache_position,
+                )
         finally:
             _K_CAPTURE.keys = None
         return hidden, k_pre
@@ -740,9 +735,7 @@ class Gemma3nWithExpertModel(nn.Module):
     # ------------------------------------------------------------------ expert
     def rope(self, layer_idx: int, x: Tensor, position_ids: Tensor) -> tuple[Tensor, Tensor]:
         """cos/sin of backbone layer ``layer_idx``'s type (float32 inside transformers' rotary module)."""
-        lm = self.language_model
-        module = lm.rotary_emb_local if self.layer_types[layer_idx] == "sliding_attention" else lm.rotary_emb
-        return module(x, position_ids)
+        return compat.rope(self.language_model, x, position_ids, self.layer_types[layer_idx])
 
     def expert_prefix_kv(self, prefix: PrefixOutput) -> list[tuple[Tensor, Tensor]]:
         """Per expert layer, the prefix K/V it attends to, in the expert's dtype. Independent of the noisy

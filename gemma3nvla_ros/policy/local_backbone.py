@@ -12,6 +12,13 @@ from typing import Any
 
 from transformers import Gemma3nConfig
 
+from gemma3nvla_ros.compat import make_backbone_dir_portable
+
+# Gemma 3n's named special tokens (tokenizer attributes the processor reads, e.g. ``tokenizer.image_token``).
+EXTRA_SPECIAL_TOKENS = {
+    "boi_token": "<start_of_image>", "eoi_token": "<end_of_image>", "image_token": "<image_soft_token>",
+    "boa_token": "<start_of_audio>", "eoa_token": "<end_of_audio>", "audio_token": "<audio_soft_token>",
+}
 DEFAULT_WORDS = (
     "pick place push pull the a an red green blue yellow cube block ball cup box bowl left right up down into "
     "onto on in of to and move grasp open close gripper arm robot put take it at front back top bottom "
@@ -97,10 +104,7 @@ def build_tokenizer(config: Gemma3nConfig, words: tuple[str, ...] = DEFAULT_WORD
     tok.add_special_tokens(list(specials))
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>",
-        extra_special_tokens={
-            "boi_token": "<start_of_image>", "eoi_token": "<end_of_image>", "image_token": "<image_soft_token>",
-            "boa_token": "<start_of_audio>", "eoa_token": "<end_of_audio>", "audio_token": "<audio_soft_token>",
-        },
+        extra_special_tokens=dict(EXTRA_SPECIAL_TOKENS),
     )
 
 
@@ -113,4 +117,5 @@ def write_backbone_dir(directory: str | Path, config: Gemma3nConfig, model=None)
     else:
         config.save_pretrained(directory)
     build_tokenizer(config).save_pretrained(directory)
+    make_backbone_dir_portable(directory, EXTRA_SPECIAL_TOKENS)
     return directory

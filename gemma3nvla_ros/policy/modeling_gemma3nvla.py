@@ -1,4 +1,4 @@
-"""Gemma3nVLA: SmolVLA's flow-matching VLA with Gemma 3n as the backbone (LeRobot 0.4.x policy ``gemma3nvla``).
+"""Gemma3nVLA: SmolVLA's flow-matching VLA with Gemma 3n as the backbone (LeRobot policy ``gemma3nvla``).
 
 Train (after ``pip install -e plugins/lerobot_policy_gemma3nvla``)::
 
@@ -33,7 +33,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
-from transformers.modeling_utils import no_init_weights
 
 from lerobot.policies.pretrained import PreTrainedPolicy
 from lerobot.policies.rtc.modeling_rtc import RTCProcessor
@@ -43,6 +42,8 @@ from lerobot.policies.smolvla.modeling_smolvla import (
     aloha_gripper_to_angular,
 )
 from lerobot.utils.constants import ACTION, OBS_IMAGES, OBS_LANGUAGE_ATTENTION_MASK, OBS_LANGUAGE_TOKENS, OBS_STATE
+
+from gemma3nvla_ros.compat import no_init_weights
 
 from .configuration_gemma3nvla import Gemma3nVLAConfig
 from .flow_matching import euler_integrate
@@ -480,8 +481,9 @@ class Gemma3nVLAPolicy(PreTrainedPolicy):
             fast = self._fast
         return fast
 
-    def _save_pretrained(self, save_directory) -> None:
-        if getattr(self, "_fast", None) is None or not self._fast.fused:
+    def _save_pretrained(self, save_directory, state_dict: dict[str, Tensor] | None = None) -> None:
+        # ``state_dict``: LeRobot 0.6 passes one gathered elsewhere (FSDP); 0.4.4 never does.
+        if state_dict is None and (getattr(self, "_fast", None) is None or not self._fast.fused):
             return super()._save_pretrained(save_directory)
         # The fast path's fused expert projections make some weights views of one tensor, which safetensors'
         # save_model refuses: save own copies of every tensor instead.
@@ -491,7 +493,8 @@ class Gemma3nVLAPolicy(PreTrainedPolicy):
         from safetensors.torch import save_file
 
         self.config._save_pretrained(save_directory)
-        state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in self.state_dict().items()}
+        state = {k: v.detach().to("cpu", copy=True).contiguous()
+                 for k, v in (self.state_dict() if state_dict is None else state_dict).items()}
         save_file(state, str(Path(save_directory) / SAFETENSORS_SINGLE_FILE), metadata={"format": "pt"})
 
     def get_optim_params(self):

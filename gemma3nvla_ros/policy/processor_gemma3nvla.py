@@ -1,4 +1,4 @@
-"""Pre/post-processing pipelines of the Gemma3nVLA policy (LeRobot 0.4.x style: normalization lives here).
+"""Pre/post-processing pipelines of the Gemma3nVLA policy (LeRobot >= 0.4 style: normalization lives here).
 
 Pre: rename (identity, as SmolVLA) -> add batch dim -> input check (task there, state/action widths, no NaN/inf,
 pixels in [0, 1]: refused before LeRobot's steps fail on them with bare errors) -> task ends with "\\n" -> task
@@ -14,7 +14,6 @@ from typing import Any
 import torch
 
 from lerobot.configs.types import PipelineFeatureType, PolicyFeature
-from lerobot.policies.smolvla.processor_smolvla import SmolVLANewLineProcessor
 from lerobot.processor import (
     AddBatchDimensionProcessorStep,
     ComplementaryDataProcessorStep,
@@ -26,10 +25,10 @@ from lerobot.processor import (
     ProcessorStepRegistry,
     RenameObservationsProcessorStep,
     TokenizerProcessorStep,
+    TransitionKey,
     UnnormalizerProcessorStep,
 )
 from lerobot.processor.converters import policy_action_to_transition, transition_to_policy_action
-from lerobot.processor.core import TransitionKey
 from lerobot.utils.constants import (
     ACTION,
     OBS_IMAGES,
@@ -37,6 +36,8 @@ from lerobot.utils.constants import (
     POLICY_POSTPROCESSOR_DEFAULT_NAME,
     POLICY_PREPROCESSOR_DEFAULT_NAME,
 )
+
+from gemma3nvla_ros.compat import newline_task_step
 
 from .configuration_gemma3nvla import Gemma3nVLAConfig
 from .input_checks import InputRefused, check_finite, check_pixels, check_task, check_width
@@ -152,7 +153,7 @@ def make_gemma3nvla_pre_post_processors(
         RenameObservationsProcessorStep(rename_map={}),
         AddBatchDimensionProcessorStep(),
         Gemma3nVLAInputCheck.from_config(config),
-        SmolVLANewLineProcessor(),
+        newline_task_step(),
         Gemma3nVLATaskLengthCheck(
             tokenizer_name=config.vlm_model_name,
             max_length=config.tokenizer_max_length,

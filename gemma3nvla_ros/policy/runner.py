@@ -178,7 +178,7 @@ class PolicyRunner:
         except Exception as exc:  # noqa: BLE001 - draccus/json errors: the file is not a config we know
             raise PolicyLoadError(
                 f"{self.checkpoint_path}/config.json is not a readable LeRobot policy config ({type(exc).__name__}: "
-                f"{exc}): is it a gemma3nvla checkpoint saved by LeRobot 0.4.x?"
+                f"{exc}): is it a gemma3nvla checkpoint saved by LeRobot (0.4.4 or 0.6)?"
             ) from None
         if not isinstance(config, Gemma3nVLAConfig):
             raise PolicyLoadError(

@@ -389,10 +389,12 @@ def convert(
     import datasets
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
+    from gemma3nvla_ros.compat import dataset_video_kwargs
+
     datasets.disable_progress_bars()  # one "Map" bar per episode says nothing here
     ds = LeRobotDataset.create(
         repo_id=repo_id or f"local/{output.name}", fps=int(round(spec.fps)), root=output, robot_type=robot_type,
-        features=dataset_features(spec.joints, shapes, video), use_videos=video, vcodec=vcodec,
+        features=dataset_features(spec.joints, shapes, video), use_videos=video, **dataset_video_kwargs(vcodec),
         image_writer_threads=image_writer_threads if shapes else 0,
     )
     read_s = 0.0

@@ -1,4 +1,4 @@
-"""ActionQueue (the action aggregator's pure logic) against LeRobot 0.4.4's own code.
+"""ActionQueue (the action aggregator's pure logic) against LeRobot's own code (0.4.4 and 0.6).
 
 LeRobot's async client cannot be imported here (it needs grpc and a robot), so the reference runs
 LeRobot's own method bodies: ``RobotClient._aggregate_action_queues``, ``control_loop_action`` and
@@ -23,9 +23,27 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from lerobot.async_inference.configs import AGGREGATE_FUNCTIONS
-from lerobot.async_inference.helpers import TimedAction
 from lerobot.policies.act.modeling_act import ACTTemporalEnsembler
+
+
+def _async_inference_without_grpc() -> None:
+    """Makes ``lerobot.async_inference``'s modules importable without running its package ``__init__``, which in
+    LeRobot 0.6 refuses to import without grpcio (``lerobot[async]``, not installed here); the aggregation code
+    (``configs``, ``helpers``) does not use grpc."""
+    import sys
+    import types
+
+    spec = importlib.util.find_spec("lerobot.async_inference")
+    assert spec is not None and spec.submodule_search_locations
+    package = types.ModuleType("lerobot.async_inference")
+    package.__path__ = list(spec.submodule_search_locations)
+    package.__spec__ = spec
+    sys.modules.setdefault("lerobot.async_inference", package)
+
+
+_async_inference_without_grpc()
+from lerobot.async_inference.configs import AGGREGATE_FUNCTIONS  # noqa: E402
+from lerobot.async_inference.helpers import TimedAction  # noqa: E402
 
 from gemma3nvla_ros.control.action_queue import (
     STRATEGIES,

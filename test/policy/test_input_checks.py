@@ -245,30 +245,46 @@ def test_stretch_matches_gemma3n_image_processor(tiny_backbone, height, width):
         assert aliased.std() > 1.5 * theirs.std()
 
 
-def test_pad_mode_is_smolvla_resize_with_pad(tiny_backbone):
-    """pad: aspect ratio kept, zero bars on the left/top (SmolVLA's resize_with_pad, at (height, width) in the
-    right order), antialiased when downscaling; a 16:9 frame in a square spends 44% of it on bars."""
-    from lerobot.policies.smolvla.modeling_smolvla import resize_with_pad
-
+def test_pad_mode_is_smolvla_resize_with_pad():
+    """pad: aspect ratio kept, zero bars on the left/top (SmolVLA's resize_with_pad), antialiased when
+    downscaling; a 16:9 frame in a square spends 44% of it on bars."""
+    from gemma3nvla_ros.compat import smolvla_resize_with_pad
     from gemma3nvla_ros.policy.modeling_gemma3nvla import resize_image
 
     _, img = _frames(720, 1280, n=1)
     padded = resize_image(img, 768, 768, "pad", antialias=False)
-    torch.testing.assert_close(padded, resize_with_pad(img, 768, 768, pad_value=0), rtol=0, atol=0)
+    torch.testing.assert_close(padded, smolvla_resize_with_pad(img, 768, 768), rtol=0, atol=0)
     assert (padded[0, 0] == 0).all(dim=1).float().mean().item() == pytest.approx(1 - 432 / 768)  # 43.75% black rows
     smooth = resize_image(img, 768, 768, "pad")
     assert smooth.shape == padded.shape and (smooth[..., :336, :] == 0).all()
     assert smooth[..., 336:, :].std() < 0.7 * padded[..., 336:, :].std()  # antialiased: aliasing gone
     # Upscaling: antialiasing changes nothing.
     _, small = _frames(48, 64, n=1)
-    torch.testing.assert_close(resize_image(small, 96, 96, "pad"), resize_with_pad(small, 96, 96, pad_value=0))
-    # Non-square targets: (height, width), for both modes (SmolVLA's helper takes (width, height)).
+    torch.testing.assert_close(resize_image(small, 96, 96, "pad"), smolvla_resize_with_pad(small, 96, 96))
+
+
+@pytest.mark.parametrize("height, width, bar_rows, bar_cols", [(96, 40, 70, 0), (40, 96, 0, 36), (32, 48, 0, 0)])
+@pytest.mark.parametrize("antialias", [False, True])
+def test_pad_mode_non_square_target_is_height_width(height, width, bar_rows, bar_cols, antialias):
+    """A 64x96 (HxW) frame padded into a non-square (height, width): scaled by 1 / max(96 / width, 64 / height),
+    black bars on the top (rows) or left (columns) filling the rest. (96, 40): 26x40 picture under 70 black rows;
+    (40, 96): 40x60 picture right of 36 black columns; (32, 48): the same aspect, no bars. LeRobot's SmolVLA helper
+    (its argument order changed from (width, height) in 0.4.4 to (height, width) in 0.6) gives the same pixels."""
+    from gemma3nvla_ros.compat import smolvla_resize_with_pad
+    from gemma3nvla_ros.policy.modeling_gemma3nvla import resize_image
+
     _, frame = _frames(64, 96, n=1)
-    for mode in ("pad", "stretch"):
-        assert resize_image(frame, 32, 48, mode).shape == (1, 3, 32, 48)
-        assert resize_image(frame, 48, 32, mode).shape == (1, 3, 48, 32)
-    torch.testing.assert_close(resize_image(frame, 48, 32, "pad", antialias=False),
-                               resize_with_pad(frame, 32, 48, pad_value=0), rtol=0, atol=0)
+    frame = frame.clamp_min(1 / 255)  # no black pixel in the picture itself: every zero is a bar
+    out = resize_image(frame, height, width, "pad", antialias=antialias)
+    assert out.shape == (1, 3, height, width)
+    black = (out[0] == 0).all(dim=0)  # [height, width]
+    black_rows, black_cols = black.all(dim=1), black.all(dim=0)
+    assert black_rows[:bar_rows].all() and not black_rows[bar_rows:].any()
+    assert black_cols[:bar_cols].all() and not black_cols[bar_cols:].any()
+    assert black.sum().item() == bar_rows * width + bar_cols * height
+    if not antialias:
+        torch.testing.assert_close(out, smolvla_resize_with_pad(frame, height, width), rtol=0, atol=0)
+    assert resize_image(frame, height, width, "stretch").shape == (1, 3, height, width)
 
 
 @pytest.mark.parametrize("mode", ["stretch", "pad"])

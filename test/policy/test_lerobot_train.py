@@ -3,23 +3,13 @@ checkpoint loads back with from_pretrained (+ its processors) and predicts the s
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from helpers_policy import TASKS
-
-
-def _lerobot_train() -> str:
-    exe = shutil.which("lerobot-train") or str(Path(sys.executable).parent / "lerobot-train")
-    if not Path(exe).exists():
-        pytest.fail("lerobot-train not found next to the interpreter")
-    return exe
+from helpers_policy import TASKS, lerobot_train_command
 
 
 @pytest.fixture(scope="module")
@@ -34,15 +24,15 @@ def trained_checkpoint(tiny_backbone, tiny_dataset, tmp_path_factory):
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                WANDB_MODE="disabled", OMP_NUM_THREADS="2")
     cmd = [
-        _lerobot_train(), "--policy.type=gemma3nvla", f"--policy.vlm_model_name={tiny_backbone[0]}",
+        "--policy.type=gemma3nvla", f"--policy.vlm_model_name={tiny_backbone[0]}",
         "--policy.load_vlm_weights=true", "--policy.resize_imgs_with_padding=[64,64]", "--policy.chunk_size=8",
         "--policy.n_action_steps=8", "--policy.max_state_dim=8", "--policy.max_action_dim=8",
         "--policy.num_vlm_layers=6", "--policy.num_expert_layers=3", "--policy.device=cpu",
         "--policy.push_to_hub=false", "--policy.optimizer_lr=1e-3", "--dataset.repo_id=local/gemma3nvla_test",
         f"--dataset.root={tiny_dataset}", "--steps=4", "--batch_size=4", "--save_freq=4", "--log_freq=1",
-        f"--output_dir={out}", "--wandb.enable=false", "--num_workers=0", "--eval_freq=0", "--seed=3",
+        f"--output_dir={out}", "--wandb.enable=false", "--num_workers=0", "{eval_freq}=0", "--seed=3",
     ]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(lerobot_train_command(*cmd), env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     log = proc.stdout + proc.stderr
     assert "step:4" in log and "loss:" in log

@@ -12,6 +12,7 @@ import torch
 from transformers import DynamicCache, Gemma3nConfig
 from transformers.models.gemma3n.modeling_gemma3n import Gemma3nModel
 
+from gemma3nvla_ros.compat import rope_inv_freq
 from gemma3nvla_ros.policy.gemma3n_with_expert import Gemma3nWithExpertModel, kv_source_layer, truncate_text_config
 
 from helpers_policy import make_batch, make_config, our_prefix, rel
@@ -149,9 +150,8 @@ def test_prefix_kv_and_hidden_match_transformers(tiny_backbone, policy_factory, 
 def test_rope_tables_are_float32_and_bases_per_layer_type(policy_factory):
     vlm = policy_factory(6, False).model.vlm_with_expert
     lm = vlm.language_model
-    assert lm.rotary_emb.inv_freq.dtype == torch.float32
     d = vlm.text_config.head_dim
-    expected_local = 1.0 / (1e4 ** (torch.arange(0, d, 2).float() / d))
-    expected_global = 1.0 / (1e6 ** (torch.arange(0, d, 2).float() / d))
-    assert torch.allclose(lm.rotary_emb_local.inv_freq, expected_local)
-    assert torch.allclose(lm.rotary_emb.inv_freq, expected_global)
+    for layer_type, base in (("sliding_attention", 1e4), ("full_attention", 1e6)):
+        inv_freq = rope_inv_freq(lm, layer_type)
+        assert inv_freq.dtype == torch.float32
+        assert torch.allclose(inv_freq, 1.0 / (base ** (torch.arange(0, d, 2).float() / d))), layer_type

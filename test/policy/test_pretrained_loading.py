@@ -12,6 +12,8 @@ from lerobot.configs.policies import PreTrainedConfig
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForImageTextToText, AutoTokenizer, DynamicCache
 
+from gemma3nvla_ros.compat import rope_inv_freq
+
 from helpers_policy import make_batch, make_config
 from helpers_policy import our_prefix, rel
 
@@ -25,11 +27,9 @@ def test_pretrained_weights_load_and_prefix_matches(tiny_backbone):
 
     policy = Gemma3nVLAPolicy(make_config(vlm_dir, num_vlm_layers=6)).eval()
     vlm = policy.model.vlm_with_expert
-    saved = {}
-    import glob
-
-    for f in glob.glob(f"{vlm_dir}/*.safetensors"):
-        saved.update(load_file(f))
+    # The weights written to vlm_dir (compared in memory: transformers 4.x and 5.x lay the file's keys out
+    # differently).
+    saved = tiny_backbone[1].model.state_dict()
     ours = vlm.state_dict()
     per = vlm.text_config.hidden_size_per_layer_input
     n_cols = vlm.num_computed_layers * per
@@ -37,7 +37,7 @@ def test_pretrained_weights_load_and_prefix_matches(tiny_backbone):
     for key, value in ours.items():
         if key.startswith("expert."):
             continue
-        src = saved["model." + key]
+        src = saved[key]
         if key.endswith("embed_tokens_per_layer.weight"):
             src = src[:, :n_cols]
         elif key.endswith("per_layer_model_projection.weight"):
@@ -86,7 +86,7 @@ def test_bfloat16_backbone_keeps_float32_rope(tiny_backbone):
     vlm = policy.model.vlm_with_expert
     assert vlm.language_model.embed_tokens.weight.dtype == torch.bfloat16
     assert vlm.vision_tower.timm_model.conv_stem.conv.weight.dtype == torch.bfloat16
-    assert vlm.language_model.rotary_emb.inv_freq.dtype == torch.float32
+    assert {rope_inv_freq(vlm.language_model, t).dtype for t in ("sliding_attention", "full_attention")} == {torch.float32}
     assert vlm.expert.norm.weight.dtype == torch.float32
     actions = policy.predict_action_chunk(make_batch(policy.config, with_actions=False),
                                           generator=torch.Generator().manual_seed(0))
@@ -192,3 +192,31 @@ def test_bfloat16_prefix_matches_transformers_bfloat16(tiny_backbone):
                 else (cache.layers[i].keys, cache.layers[i].values))
         assert prefix.keys[i].dtype == torch.bfloat16
         assert rel(prefix.keys[i][:, :, :n], k) <= 1e-6 and rel(prefix.values[i][:, :, :n], v) <= 1e-6, i
+
+
+def test_files_written_on_one_stack_read_on_the_other(tmp_path):
+    """A backbone directory and a checkpoint config written under either LeRobot/transformers stack load under
+    the other (checked across the two stacks by hand: same actions from the same checkpoint to 1e-5): the
+    backbone's tokenizer and config in the spelling transformers 4.57 reads (5.x reads it too), and a
+    config.json holding LeRobot 0.6's ``pretrained_revision`` parses under 0.4.4 too."""
+    import json
+
+    from gemma3nvla_ros.policy.configuration_gemma3nvla import Gemma3nVLAConfig
+    from gemma3nvla_ros.policy.local_backbone import EXTRA_SPECIAL_TOKENS, tiny_config, write_backbone_dir
+
+    backbone = write_backbone_dir(tmp_path / "backbone", tiny_config())
+    tokenizer_config = json.loads((backbone / "tokenizer_config.json").read_text())
+    assert tokenizer_config["tokenizer_class"] == "PreTrainedTokenizerFast"
+    assert tokenizer_config["extra_special_tokens"] == EXTRA_SPECIAL_TOKENS
+    text = json.loads((backbone / "config.json").read_text())["text_config"]
+    assert (text["rope_theta"], text["rope_local_base_freq"]) == (1e6, 1e4)
+    tok = AutoTokenizer.from_pretrained(backbone)
+    assert tok.image_token == "<image_soft_token>" and tok.convert_tokens_to_ids(tok.boi_token) == 255
+
+    cfg = make_config(str(backbone), num_vlm_layers=3)
+    cfg.save_pretrained(tmp_path / "ckpt")
+    saved = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+    saved["pretrained_revision"] = "main"
+    (tmp_path / "ckpt" / "config.json").write_text(json.dumps(saved))
+    loaded = PreTrainedConfig.from_pretrained(tmp_path / "ckpt")
+    assert isinstance(loaded, Gemma3nVLAConfig) and loaded.pretrained_revision == "main"

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -179,17 +178,12 @@ def test_converted_dataset_loads_with_lerobot(recorded_bag, dataset_root):
     assert np.abs(states[:, :5]).max() < 60  # degrees, not radians or ticks
 
 
-def _lerobot_train() -> str:
-    exe = shutil.which("lerobot-train") or str(Path(sys.executable).parent / "lerobot-train")
-    if not Path(exe).exists():
-        pytest.fail("lerobot-train not found next to the interpreter")
-    return exe
-
-
 def test_lerobot_train_runs_on_the_converted_dataset(dataset_root, tmp_path):
     import importlib.metadata
 
     from gemma3nvla_ros.policy.local_backbone import tiny_config, write_backbone_dir
+
+    from helpers_policy import lerobot_train_command
 
     try:
         importlib.metadata.distribution("lerobot_policy_gemma3nvla")
@@ -200,15 +194,15 @@ def test_lerobot_train_runs_on_the_converted_dataset(dataset_root, tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                WANDB_MODE="disabled", OMP_NUM_THREADS="2")
     cmd = [
-        _lerobot_train(), "--policy.type=gemma3nvla", f"--policy.vlm_model_name={backbone}",
+        "--policy.type=gemma3nvla", f"--policy.vlm_model_name={backbone}",
         "--policy.load_vlm_weights=false", "--policy.resize_imgs_with_padding=[64,64]", "--policy.chunk_size=8",
         "--policy.n_action_steps=8", "--policy.num_vlm_layers=6", "--policy.num_expert_layers=3",
         "--policy.device=cpu", "--policy.push_to_hub=false", "--dataset.repo_id=local/so101_teleop_sim",
         f"--dataset.root={dataset_root}", "--dataset.video_backend=pyav", "--steps=2", "--batch_size=2",
         "--save_freq=2", "--log_freq=1", f"--output_dir={out}", "--wandb.enable=false", "--num_workers=0",
-        "--eval_freq=0", "--seed=1",
+        "{eval_freq}=0", "--seed=1",
     ]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(lerobot_train_command(*cmd), env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     log = proc.stdout + proc.stderr
     assert "step:2" in log and "loss:" in log

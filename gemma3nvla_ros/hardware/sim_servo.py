@@ -28,6 +28,9 @@ back, so the same model serves a pty (``sim_bus``), tests and benchmarks. What i
   line), dropped replies and corrupted status packets — a bad checksum, or a reply cut short — by count,
   by probability, or always (probability 1); both read "Incorrect status packet" in the SDK. Alarm bits
   in Status and in every status packet's error byte.
+* What the host commanded: every write that lands on Goal_Position is kept in
+  :attr:`SimServo.goal_history` (clock time, goal in ticks; the last ``GOAL_HISTORY_LEN``), so a test can
+  check the goals a host sent, not only the last one.
 """
 from __future__ import annotations
 
@@ -35,6 +38,7 @@ import math
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -99,6 +103,9 @@ _POWER_ON_RAM: dict[str, int] = {
 }
 
 
+GOAL_HISTORY_LEN = 10_000  # bounded: a simulator serving a bridge for hours must not grow without limit
+
+
 @dataclass
 class FaultConfig:
     """Per-motor fault injection. Counts are consumed first, then probabilities apply."""
@@ -130,6 +137,7 @@ class SimServo:
     powered: bool = True
     obstacle: float | None = None  # ticks (present frame) the joint cannot move through
     mem: bytearray = field(default_factory=lambda: bytearray(256))
+    goal_history: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=GOAL_HISTORY_LEN))
 
     def __post_init__(self) -> None:
         for name, value in _DEFAULTS.items():
@@ -251,6 +259,9 @@ class SimServo:
             actual = self.position + old_offset
             self.position = float((actual - new_offset) % RESOLUTION)
         self.servo_id = self.mem[REG["ID"][0]]
+        goal_addr, goal_size = REG["Goal_Position"]
+        if address < goal_addr + goal_size and goal_addr < address + len(data):  # RAM: never locked
+            self.goal_history.append((self.clock(), self.goal))
         if self.peek("Torque_Enable") not in (0, 1):
             self._poke("Torque_Enable", 1)
         self._apply_unloading()

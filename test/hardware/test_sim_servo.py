@@ -63,6 +63,25 @@ def test_torque_and_first_order_motion(clock):
     assert _read(bus, 1, "Moving") == 0
 
 
+def test_goal_history_keeps_what_the_host_wrote(clock):
+    """Every host write that lands on Goal_Position (write, sync write, reg write + action) is kept with its
+    time, the value as written (before the limit clamp); other registers and test set-up are not."""
+    bus = make_so101_bus(calibration={"m": {"id": 1, "homing_offset": 0, "range_min": 1000, "range_max": 3000},
+                                      "n": {"id": 2, "homing_offset": 0, "range_min": 1000, "range_max": 3000}},
+                         ids=[1, 2], clock=clock)
+    bus.servo(1).set_register("Goal_Position", 1500)  # set-up, not the host
+    _write(bus, 1, "Torque_Enable", 1)
+    _write(bus, 1, "Goal_Position", 3900)
+    clock.advance(0.5)
+    addr, size = REG["Goal_Position"]
+    bus.handle(scs.instruction_packet(scs.BROADCAST_ID, scs.INST_SYNC_WRITE,
+                                      [addr, size, 1, *(2100).to_bytes(2, "little"), 2, *(2200).to_bytes(2, "little")]))
+    # A write starting at Goal_Position's high byte still changes it.
+    bus.handle(scs.instruction_packet(2, scs.INST_WRITE, [addr + 1, 0x09]))
+    assert list(bus.servo(1).goal_history) == [(100.0, 3900), (100.5, 2100)]
+    assert list(bus.servo(2).goal_history) == [(100.5, 2200), (100.5, 0x0900 | (2200 & 0xFF))]
+
+
 def test_goal_clamped_to_position_limits(clock):
     bus = make_so101_bus(calibration={"m": {"id": 1, "homing_offset": 0, "range_min": 1000, "range_max": 3000}}, ids=[1], clock=clock)
     _write(bus, 1, "Torque_Enable", 1)

@@ -9,7 +9,10 @@ Everything below the policy is LeRobot's own code on simulated hardware:
   YUV4MPEG2 video (OpenCV decodes it with FFmpeg, as it would a file). Not a plain video file: LeRobot's
   OpenCV reader reads a file as fast as it decodes, with no pacing, and its read thread dies at the end of
   the file (then ``read_latest`` fails after 0.5 s), so a file cannot serve a rollout of several seconds;
-  a pipe is paced by its writer, like a live camera.
+  a pipe is paced by its writer, like a live camera. LeRobot 0.6.1's robots also require each camera's
+  width, height and fps, which its OpenCV camera then ``set()``s on the capture and fails when that is
+  refused, as it always is for a non-device: the test's ``sitecustomize`` checks them against the stream
+  instead (the one change to LeRobot's behaviour, made from outside; frames are still size-checked).
 * Policy: an untrained tiny gemma3nvla checkpoint (``ensure_demo_checkpoint``: the contract's state, action
   and two cameras at the streamed size; tiny local backbone, nothing downloaded), loaded by LeRobot through
   the ``lerobot_policy_gemma3nvla`` plugin.
@@ -29,6 +32,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -188,9 +192,16 @@ def _rollout_command(checkpoint: Path, cameras: dict[str, Path], *extra: str) ->
     ]
 
 
-def _run_rollout(tmp_path: Path, checkpoint: Path, *extra: str, timeout_s: float = 240.0):
-    """Runs lerobot-rollout against a fresh simulated arm and two streamed cameras; returns (completed
-    process, the policy's calls, {motor id: [(time, goal), ...]} as the servos received them)."""
+@dataclass
+class Rollout:
+    proc: subprocess.CompletedProcess
+    calls: list[dict]  # the policy's predict_action_chunk calls, in order (SITECUSTOMIZE's records)
+    goals: dict[int, list[tuple[float, int]]]  # motor id -> (time, goal ticks) as the servos received them
+    frames_streamed: list[int]  # per camera
+
+
+def _run_rollout(tmp_path: Path, checkpoint: Path, *extra: str, timeout_s: float = 240.0) -> Rollout:
+    """Runs lerobot-rollout against a fresh simulated arm and two streamed cameras."""
     calibration = tmp_path / "calibration" / "robots" / "so_follower" / f"{ROBOT_ID}.json"
     calibration.parent.mkdir(parents=True)
     calibration.write_text(json.dumps(EXAMPLE_CALIBRATION))  # what servo memory holds: nothing to calibrate
@@ -214,19 +225,19 @@ def _run_rollout(tmp_path: Path, checkpoint: Path, *extra: str, timeout_s: float
     finally:
         for stream in streams:
             stream.stop()
-    proc.frames_streamed = [s.frames_written for s in streams]
     calls = [json.loads(line) for line in calls_file.read_text().splitlines()] if calls_file.exists() else []
-    return proc, calls, goals
+    return Rollout(proc, calls, goals, [s.frames_written for s in streams])
 
 
-def _check_ran_cleanly(proc: subprocess.CompletedProcess) -> str:
+def _check_ran_cleanly(run: Rollout) -> str:
+    proc = run.proc
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"lerobot-rollout exited with {proc.returncode}:\n{output[-6000:]}"
     bad = [line for line in output.splitlines()
            if line.startswith(("ERROR", "CRITICAL")) or "Traceback" in line or "Exception" in line]
     assert not bad, "errors in lerobot-rollout's output:\n" + "\n".join(bad[:20])
     assert "Rollout finished" in output, output[-3000:]
-    assert min(proc.frames_streamed) > FPS, f"the cameras were hardly read: {proc.frames_streamed} frames"
+    assert min(run.frames_streamed) > FPS, f"the cameras were hardly read: {run.frames_streamed} frames"
     return output
 
 
@@ -282,12 +293,13 @@ def test_lerobot_rollout_sync_drives_the_so101_with_gemma3nvla(tmp_path, checkpo
     # n_action_steps (a --policy.* override on the saved config, as a user would pass it): a new chunk
     # every 10 ticks, so a short run still runs the policy several times.
     steps = 10
-    proc, calls, goals = _run_rollout(tmp_path, checkpoint, "--inference.type=sync", "--duration=5",
-                                      f"--policy.n_action_steps={steps}")
-    _check_ran_cleanly(proc)
+    run = _run_rollout(tmp_path, checkpoint, "--inference.type=sync", "--duration=5",
+                       f"--policy.n_action_steps={steps}")
+    _check_ran_cleanly(run)
+    calls = run.calls
     assert len(calls) >= 3, f"the policy ran {len(calls)} times"
     assert all(c["leftover"] is None for c in calls)
-    written, expected = _check_goals_came_from_the_policy(checkpoint, calls, goals)
+    written, expected = _check_goals_came_from_the_policy(checkpoint, calls, run.goals)
     # select_action plays each chunk's first n_action_steps in order, one per tick: goal k is step k % 10
     # of chunk k // 10.
     chunk = len(calls[0]["actions"])
@@ -299,14 +311,15 @@ def test_lerobot_rollout_sync_drives_the_so101_with_gemma3nvla(tmp_path, checkpo
 
 def test_lerobot_rollout_rtc_drives_the_so101_with_gemma3nvla(tmp_path, checkpoint):
     horizon = 10
-    proc, calls, goals = _run_rollout(
+    run = _run_rollout(
         tmp_path, checkpoint, "--inference.type=rtc", "--duration=6",
         # A new chunk once 10 of its 50 actions have run (LeRobot's default, 30, waits 20 ticks: 2 s here).
         "--inference.queue_threshold=40",
         f"--inference.rtc.execution_horizon={horizon}", "--inference.rtc.max_guidance_weight=10.0",
         "--inference.rtc.prefix_attention_schedule=LINEAR",
     )
-    output = _check_ran_cleanly(proc)
+    output = _check_ran_cleanly(run)
+    calls = run.calls
     assert "RTC inference thread started" in output
     assert len(calls) >= 3, f"the policy ran {len(calls)} times"
     # After the first chunk, each one gets the previous chunk's unexecuted actions (LeRobot cuts or pads
@@ -326,4 +339,4 @@ def test_lerobot_rollout_rtc_drives_the_so101_with_gemma3nvla(tmp_path, checkpoi
         near = np.abs(new[:horizon] - leftover).mean()
         far = np.abs(new[horizon:2 * horizon] - leftover).mean()
         assert near < far / 3, (near, far)
-    _check_goals_came_from_the_policy(checkpoint, calls, goals)
+    _check_goals_came_from_the_policy(checkpoint, calls, run.goals)

@@ -277,6 +277,27 @@ def fast_body_phases(policy, batch):
 
 
 # ------------------------------------------------------------------------------------------- sections
+def rtc_latency(policy, batch, device, args) -> None:
+    """predict_action_chunk unguided vs guided by real-time chunking (a leftover of 40 steps, delay 5, LeRobot's
+    default RTCConfig otherwise): both on the fast path, the guided one through the same graphs."""
+    from lerobot.policies.rtc.configuration_rtc import RTCConfig
+
+    chunk, action_dim = policy.config.chunk_size, policy.config.action_feature.shape[0]
+    leftover = torch.randn(min(40, chunk), action_dim, device=device)
+    policy.config.rtc_config = RTCConfig(enabled=True)
+    policy.init_rtc_processor()
+    try:
+        parts = {"unguided": lambda: policy.predict_action_chunk(batch),
+                 "RTC-guided": lambda: policy.predict_action_chunk(batch, inference_delay=5,
+                                                                   prev_chunk_left_over=leftover)}
+        timed = time_phases(parts, device, args.reps, args.iters)
+        RESULTS["rtc_latency"] = {k: timed[k]["p50"] for k in parts}
+    finally:
+        policy.config.rtc_config = None
+        policy.init_rtc_processor()
+    log(f"RTC, predict_action_chunk p50 (ms): {RESULTS['rtc_latency']}")
+
+
 def run_latency(tag, phases, device, args, policy=None, batch=None, iters=None):
     iters = iters or args.iters
     t = time_phases(phases, device, args.reps, iters)
@@ -668,6 +689,8 @@ def report(args) -> str:
             for p in r[key]))
     if r.get("host_breakdown"):
         lines.append(f"\nhost-side breakdown of predict_action_chunk (ms, p50): {r['host_breakdown']}")
+    if r.get("rtc_latency"):
+        lines.append(f"\npredict_action_chunk, fast path, unguided vs RTC-guided (ms, p50): {r['rtc_latency']}")
     if "attention_us" in r:
         lines.append("\nattention per call (µs, replayed from a CUDA graph)")
         for k, v in r["attention_us"].items():
@@ -758,6 +781,8 @@ def main() -> None:
             RESULTS.setdefault("host_breakdown", {})[tag] = {
                 k: v["p50"] for k, v in time_phases(parts, device, args.reps, 10).items()}
             log(f"host breakdown: {RESULTS['host_breakdown'][tag]}")
+            if compile_:
+                rtc_latency(policy, batch, device, args)
         save(args)
 
     if policy._fast is not None and section("parity", args):

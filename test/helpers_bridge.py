@@ -43,6 +43,14 @@ class Arm:
             msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
         self.pub.publish(msg)
 
+    def bus_status(self):
+        """The latest servo-bus DiagnosticStatus (level, message, values), or None."""
+        for array in reversed(self.diags):
+            for status in array.status:
+                if status.name.endswith("servo bus"):
+                    return status
+        return None
+
     def bus_value(self, key: str) -> str | None:
         for array in reversed(self.diags):
             for status in array.status:

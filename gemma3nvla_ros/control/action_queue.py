@@ -43,6 +43,16 @@ Strategies (old = queued value, new = incoming value for the same slot)
     Merging under a LeRobot strategy leaves each slot as a single prediction (count 1) should the
     strategy later switch to temporal_ensemble.
 
+Real-time chunks (``merge(..., rtc=True)``)
+    A chunk made with real-time chunking already continues the plan it replaces (its first steps were frozen
+    to the previous chunk's), so it is executed, not blended: it replaces the queue from the slot due now
+    (``latest_only``'s arithmetic, whatever the strategy). Dropping passed slots is right while a plan executes:
+    the previous plan ran them. When nothing is queued (the first chunk, after a cancel, or after the queue ran
+    dry) the arm holds, and dropping by time would skip steps that never ran, jumping the arm by as much as a
+    chunk's latency of motion. Such a chunk is re-timed instead: its points up to the last setpoint handed out
+    count as executed (the plan before ran them, up to where it ran out), and the first point after them is put
+    on the slot due now, the rest following on the grid. A chunk whose every point was executed is rejected.
+
 ``next_setpoint(now)`` pops every slot with time <= now and returns the newest, so a slot is never
 returned twice and an old slot is never returned after a newer one is due. ``None`` means nothing new
 is due: holding the last setpoint is the caller's job. The queue takes a lock per call so a
@@ -77,9 +87,10 @@ class ChunkRejected(ValueError):
 
 @dataclass(frozen=True)
 class MergeReport:
-    dropped_past: int  # incoming slots already handed out or superseded by a slot due now
+    dropped_past: int  # incoming slots already handed out or superseded by a slot due now (rtc: points executed)
     merged: int  # incoming slots blended with a queued value
     added: int  # incoming slots that were empty
+    shifted_ns: int = 0  # rtc into an empty queue: how much later than stamped the chunk was re-timed to run
 
 
 # ---------------------------------------------------------------------------------------------- validation
@@ -277,11 +288,15 @@ class ActionQueue:
 
     # -- merge
 
-    def merge(self, times_ns: ArrayLike, positions: ArrayLike, now_ns: int) -> MergeReport:
-        """Merge one chunk (absolute times, positions in joint order); raise ChunkRejected, changing nothing."""
+    def merge(self, times_ns: ArrayLike, positions: ArrayLike, now_ns: int, *, rtc: bool = False) -> MergeReport:
+        """Merge one chunk (absolute times, positions in joint order); raise ChunkRejected, changing nothing.
+        ``rtc``: a real-time chunk, which replaces the plan (re-timed when nothing is queued; module docstring)."""
         with self._lock:
             pos = _check_positions(positions, self._width)
             times = _check_times(times_ns, pos.shape[0], "time")
+            executed, shifted = 0, 0
+            if rtc and len(self._slots) == 0:
+                times, pos, executed, shifted = self._retime(times, pos, now_ns)
             anchor = self._anchor if self._anchor is not None else int(times[0])
             slots, values = _to_grid(times, pos, anchor, self._period, self._tol)
             if len(slots) == 0:
@@ -303,21 +318,37 @@ class ActionQueue:
                 self._width = pos.shape[1]
                 self._pos = np.empty((0, self._width), dtype=np.float64)
             self._drop_before(first_live)
-            merged, added = self._blend(slots[live], values[live])
-            return MergeReport(dropped_past=int(np.count_nonzero(~live)), merged=merged, added=added)
+            merged, added = self._blend(slots[live], values[live], "latest_only" if rtc else self._strategy)
+            return MergeReport(dropped_past=int(np.count_nonzero(~live)) + executed, merged=merged, added=added,
+                               shifted_ns=shifted)
+
+    def _retime(self, times: NDArray[np.int64], pos: NDArray[np.float64],
+                now_ns: int) -> tuple[NDArray[np.int64], NDArray[np.float64], int, int]:
+        """Nothing queued: drop the points up to the last setpoint handed out (executed), start the rest at the
+        slot due now. Returns (times, positions, points dropped, shift in ns)."""
+        last_ns = None if self._anchor is None or self._last_sent is None else self._anchor + self._last_sent * self._period
+        executed = 0 if last_ns is None else int(np.searchsorted(times, last_ns, side="right"))
+        if executed == len(times):
+            raise ChunkRejected(
+                f"chunk lies entirely in the past: its last point is {(last_ns - int(times[-1])) / 1e6:.3f} ms before "
+                "the last setpoint executed"
+            )
+        start = int(now_ns) if self._anchor is None else self._anchor + self._first_live(now_ns) * self._period
+        shift = start - int(times[executed])
+        return times[executed:] + np.int64(shift), pos[executed:], executed, shift
 
     def _drop_before(self, first_live: int) -> None:
         keep = self._slots >= first_live
         self._slots, self._pos = self._slots[keep], self._pos[keep]
         self._count, self._wsum = self._count[keep], self._wsum[keep]
 
-    def _blend(self, slots: NDArray[np.int64], values: NDArray[np.float64]) -> tuple[int, int]:
+    def _blend(self, slots: NDArray[np.int64], values: NDArray[np.float64], strategy: str) -> tuple[int, int]:
         _, in_new, in_old = np.intersect1d(slots, self._slots, assume_unique=True, return_indices=True)
-        if self._strategy == "temporal_ensemble":
+        if strategy == "temporal_ensemble":
             self._ensemble(slots, values, in_new, in_old)
         else:
             blended = values.copy()
-            blended[in_new] = _BLENDS[self._strategy](self._pos[in_old], values[in_new])
+            blended[in_new] = _BLENDS[strategy](self._pos[in_old], values[in_new])
             # LeRobot keeps only the incoming chunk's slots.
             self._slots, self._pos = slots.copy(), blended
             self._count = np.ones(len(slots), dtype=np.int64)

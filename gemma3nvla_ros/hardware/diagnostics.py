@@ -107,6 +107,7 @@ def bus_status(
     values = {
         "transactions": counters.transactions,
         "retries": counters.retries,
+        "recovered_by_retry": counters.recovered,
         "no_reply": counters.no_reply,
         "bad_checksum": counters.bad_checksum,
         "port_errors": counters.port_errors,

@@ -1,15 +1,18 @@
 """Feetech STS3215 bus over feetech-servo-sdk (``scservo_sdk``): the only code that talks to the servos.
 
-Does what LeRobot 0.4.4's ``FeetechMotorsBus`` + ``SOFollower`` do on the wire (ping, configure,
-calibration registers, sync read Present_Position, sync write Goal_Position, torque + Lock), plus what
-a long-running node needs and LeRobot leaves out:
+Does what LeRobot 0.6.1's ``FeetechMotorsBus`` + ``SOFollower`` do on the wire (ping, the on-connect
+configuration of ``servo_config``, calibration registers, sync read Present_Position, sync write
+Goal_Position, torque + Lock), plus what a long-running node needs and LeRobot leaves out:
 
-* every transaction is retried, and each failure is counted per kind (no reply, bad checksum, port)
-  and per motor, so /diagnostics can say *which* motor misbehaves;
+* every transaction is retried (``retry.run_with_retries``, LeRobot's ``num_retry``; ``retries`` may
+  change at any time), and each failed try is counted per kind (no reply, bad checksum / "Incorrect
+  status packet", port) and per motor, so /diagnostics can say *which* motor misbehaves, and how many
+  transactions a retry rescued;
 * stale bytes from a failed transaction are discarded before the next one (the SDK's ``clearPort``
   only drains output, so a leftover reply could otherwise be taken for the next read's answer);
 * the status-packet error byte of every reply is kept (the SDK's GroupSyncRead drops it);
-* EEPROM configuration is written only where it differs (no needless torque-off, no EEPROM wear);
+* configuration is written only where it differs (no needless torque-off, no EEPROM wear), and read
+  back; the PID gains can also change while the arm holds (:meth:`set_gains`, torque stays on);
 * Goal_Position is set to Present_Position before torque is enabled, so enabling never jumps;
 * a motor whose transaction failed after its retries is marked ``unreachable`` (it may have lost power:
   an STS3215 comes back from a brown-out with torque off and its RAM reset), and :meth:`recover_motor`
@@ -28,13 +31,9 @@ from numpy.typing import NDArray
 
 from gemma3nvla_ros.hardware import scs_protocol as scsp
 from gemma3nvla_ros.hardware.calibration import MotorCalibration
-from gemma3nvla_ros.hardware.sts3215 import (
-    ARM_CONFIG,
-    GRIPPER_CONFIG,
-    MODEL_NUMBER_STS3215,
-    REG,
-    SIGN_BIT,
-)
+from gemma3nvla_ros.hardware.retry import MAX_RETRIES, run_with_retries
+from gemma3nvla_ros.hardware.servo_config import ServoSettings, differences, motor_settings
+from gemma3nvla_ros.hardware.sts3215 import MODEL_NUMBER_STS3215, REG, SIGN_BIT
 
 DEFAULT_BAUDRATE = 1_000_000
 
@@ -59,6 +58,7 @@ class MotorsMissingError(BusError):
 class BusCounters:
     transactions: int = 0
     retries: int = 0
+    recovered: int = 0  # transactions that succeeded on a retry
     no_reply: int = 0
     bad_checksum: int = 0
     port_errors: int = 0
@@ -114,6 +114,7 @@ class FeetechBus:
         baudrate: int = DEFAULT_BAUDRATE,
         timeout_ms: float = 50.0,
         retries: int = 2,
+        settings: ServoSettings | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if len(set(motors.values())) != len(motors):
@@ -125,7 +126,10 @@ class FeetechBus:
         self._name_of = {i: n for n, i in self.motors.items()}
         self.baudrate = baudrate
         self.timeout_ms = timeout_ms
-        self.retries = max(0, int(retries))
+        if not 0 <= int(retries) <= MAX_RETRIES:
+            raise ValueError(f"retries must be within 0..{MAX_RETRIES}, not {retries}")
+        self.retries = int(retries)
+        self.settings = settings or ServoSettings()
         self.clock = clock
         self.counters = BusCounters()
         self.health = {n: MotorHealth(n, i) for n, i in self.motors.items()}
@@ -196,35 +200,33 @@ class FeetechBus:
     def _run(self, what: str, attempt: Callable[[], _Result], motor_ids: Sequence[int]) -> _Result:
         """Run one transaction with retries; count failures; raise BusError / BusPortError."""
         scs = self._scs
+
+        def one_try() -> _Result:
+            try:
+                self._prepare()
+                result = attempt()
+            except IndexError:
+                # The SDK indexes replies without checking their length; a late reply from an
+                # earlier timed-out transaction (same id, other instruction) trips it. Treat it
+                # as the corrupt reply it is and retry.
+                result = _Result(False, scs.COMM_RX_CORRUPT, motor_ids[0] if len(motor_ids) == 1 else None)
+            except self._port_exceptions() as exc:
+                self.counters.port_errors += 1
+                self.counters.failed += 1
+                raise BusPortError(f"Servo bus port '{self.port}' failed during {what}: {exc}") from exc
+            now = self.clock()
+            for mid in motor_ids:
+                if mid in result.errors:
+                    health = self.health[self._name_of[mid]]
+                    health.error_bits = result.errors[mid]
+                    health.consecutive_failures = 0
+                    health.last_ok = now
+            return result
+
         with self._lock:
-            self.counters.transactions += 1
-            result = _Result(False, scs.COMM_TX_FAIL)
-            for n_try in range(1 + self.retries):
-                if n_try:
-                    self.counters.retries += 1
-                try:
-                    self._prepare()
-                    result = attempt()
-                except IndexError:
-                    # The SDK indexes replies without checking their length; a late reply from an
-                    # earlier timed-out transaction (same id, other instruction) trips it. Treat it
-                    # as the corrupt reply it is and retry.
-                    result = _Result(False, scs.COMM_RX_CORRUPT, motor_ids[0] if len(motor_ids) == 1 else None)
-                except self._port_exceptions() as exc:
-                    self.counters.port_errors += 1
-                    self.counters.failed += 1
-                    raise BusPortError(f"Servo bus port '{self.port}' failed during {what}: {exc}") from exc
-                now = self.clock()
-                for mid in motor_ids:
-                    if mid in result.errors:
-                        health = self.health[self._name_of[mid]]
-                        health.error_bits = result.errors[mid]
-                        health.consecutive_failures = 0
-                        health.last_ok = now
-                if result.ok:
-                    return result
-                self._count_failure(result)
-            self.counters.failed += 1
+            result, ok = run_with_retries(one_try, lambda r: r.ok, self.retries, self.counters, self._count_failure)
+            if ok:
+                return result
             motor = self._name_of.get(result.failed_id) if result.failed_id is not None else None
             if motor is not None:
                 self.health[motor].unreachable = True
@@ -440,31 +442,59 @@ class FeetechBus:
             raise BusError(f"Calibration write did not stick on {bad} (EEPROM locked?)")
 
     def configure(self, gripper: str | None = "gripper", names: Sequence[str] | None = None) -> list[str]:
-        """LeRobot's on-connect configuration, written only where servo memory differs (of ``names``,
-        default every motor; only those lose torque).
+        """LeRobot 0.6.1's on-connect configuration (``servo_config``, with ``self.settings``), written
+        only where servo memory differs (of ``names``, default every motor; only those lose torque),
+        with torque off and Lock 0, then read back.
 
-        Returns the changes made ("" list when nothing needed writing). Torque is left off if anything
-        had to be written (EEPROM needs it); the caller enables torque afterwards.
+        Returns the changes made ([] when nothing needed writing). Torque is left off if anything had
+        to be written; the caller enables torque afterwards (:meth:`enable_torque`, no jump).
         """
         names = list(names or self.names)
         wanted: list[tuple[str, str, int]] = []
         for name in names:
-            regs = dict(ARM_CONFIG)
-            if name == gripper:
-                regs.update(GRIPPER_CONFIG)
-            for register, value in regs.items():
-                current = self.read(name, register)
-                if current != value:
-                    wanted.append((name, register, value))
+            settings = motor_settings(self.settings, gripper=name == gripper)
+            current = {s.register: self.read(name, s.register) for s in settings}
+            wanted += [(name, register, value) for register, value in differences(settings, current)]
         if not wanted:
             return []
-        self.disable_torque(names)
+        self.disable_torque(sorted({n for n, _, _ in wanted}, key=names.index))
         for name, register, value in wanted:
             self.write(name, register, value)
         stuck = [(n, r, v) for n, r, v in wanted if self.read(n, r) != v]
         if stuck:
             raise BusError(f"Configuration did not stick: {stuck}")
         return [f"{n}.{r}={v}" for n, r, v in wanted]
+
+    def set_gains(self, settings: ServoSettings, names: Sequence[str] | None = None) -> list[str]:
+        """Write the PID gains of ``settings`` where they differ (on ``names``, default every motor),
+        **torque left as it is** (the arm keeps holding: the new gains act at once), then adopt
+        ``settings``.
+
+        The gains live in EEPROM: Lock goes to 0 for the write and back to what it was, and each value
+        is read back. Raises BusError on the first motor that fails, naming it (earlier motors keep the
+        new gains; the caller may undo with the old settings on the others)."""
+        changes = []
+        gains = settings.gains()
+        for name in names or self.names:
+            current = {r: self.read(name, r) for r in gains}
+            todo = {r: v for r, v in gains.items() if current[r] != v}
+            if not todo:
+                continue
+            locked = self.read(name, "Lock")
+            if locked:
+                self.write(name, "Lock", 0)
+            try:
+                for register, value in todo.items():
+                    self.write(name, register, value)
+            finally:
+                if locked:
+                    self.write(name, "Lock", locked)
+            stuck = {r: v for r, v in todo.items() if self.read(name, r) != v}
+            if stuck:
+                raise BusError(f"PID gains did not stick on {name}: {stuck}", motor=name)
+            changes += [f"{name}.{r}={v}" for r, v in todo.items()]
+        self.settings = settings
+        return changes
 
     def disable_torque(self, names: Sequence[str] | None = None) -> None:
         """Torque off and Lock=0 on every motor. A motor that fails does not stop the others (a

@@ -7,8 +7,8 @@ Calibration location (LeRobot 0.4.4 ``Teleoperator``): ``$HF_LEROBOT_CALIBRATION
 ``lerobot-calibrate --teleop.type=so101_leader --teleop.port=<port> --teleop.id=<id>``.
 
 The leader is never torqued: :func:`configure_leader` switches torque off first and writes only what
-LeRobot's ``SOLeader.configure`` writes (return delay, accelerations, position mode) where servo memory
-differs. No goal is ever written.
+LeRobot's ``SOLeader.configure`` writes (return delay, accelerations, position mode, and in 0.6.1 Phase
+bit 4 cleared: single-turn readings) where servo memory differs. No goal is ever written.
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from gemma3nvla_ros.hardware.calibration import (
     hf_lerobot_calibration_dir,
     load_calibration,
 )
+from gemma3nvla_ros.hardware.servo_config import PHASE_SETTING
 
 LEADER_DIRS = ("so_leader", "so101_leader")  # 0.4.3+ first, then the older name
 
@@ -108,4 +109,8 @@ def configure_leader(bus, names=None) -> list[str]:
             if bus.read(name, register) != value:
                 bus.write(name, register, value)
                 changes.append(f"{name}.{register}={value}")
+        phase = bus.read(name, "Phase")
+        if PHASE_SETTING.wanted(phase) != phase:
+            bus.write(name, "Phase", PHASE_SETTING.wanted(phase))
+            changes.append(f"{name}.Phase={PHASE_SETTING.wanted(phase)}")
     return changes

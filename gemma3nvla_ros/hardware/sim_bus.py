@@ -105,7 +105,28 @@ COMMANDS = {
     "alarm": "ID BITS: set the Status alarm bits (an overload trip, 32, unloads torque); 0 clears them",
     "dead": "ID 1|0: the servo stops/starts answering but keeps its power and torque (a data-line fault)",
     "block": "ID TICKS|none: an object the joint cannot move through, e.g. one the gripper closes on",
+    "corrupt": "ID|all N|always|off [checksum|truncate]: the next N replies (or every one) arrive corrupted",
+    "drop": "ID|all N|always|off: the next N replies (or every one) are lost",
 }
+
+
+def _reply_faults(bus: SimServoBus, verb: str, servo_id: int | None, rest: list[str]) -> None:
+    """``corrupt`` / ``drop``: a count, ``always`` (probability 1) or ``off``."""
+    count, *mode = rest
+    if mode and (verb != "corrupt" or mode not in (["checksum"], ["truncate"])):
+        raise ValueError(f"unexpected {' '.join(mode)!r}")
+    if count == "always":
+        n, probability = 0, 1.0
+    elif count == "off":
+        n, probability = 0, 0.0
+    else:
+        n, probability = int(count), 0.0
+        if n < 0:
+            raise ValueError("the count must be >= 0")
+    changes: dict[str, object] = {f"{verb}_next": n, f"{verb}_probability": probability}
+    if mode:
+        changes["corrupt_mode"] = mode[0]
+    bus.set_faults(servo_id, **changes)
 
 
 def apply_command(bus: SimServoBus, line: str) -> str:
@@ -113,6 +134,9 @@ def apply_command(bus: SimServoBus, line: str) -> str:
     words = line.split()
     try:
         verb, servo_id, *rest = words
+        if verb in ("corrupt", "drop") and 1 <= len(rest) <= 2:
+            _reply_faults(bus, verb, None if servo_id == "all" else bus.servo(int(servo_id)).servo_id, rest)
+            return f"ok {' '.join(words)}"
         servo = bus.servo(int(servo_id))
         if verb == "power-off" and not rest:
             bus.set_power(servo.servo_id, False)
@@ -166,13 +190,19 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--drop-probability", type=float, default=0.0, help="chance a reply is lost")
     p.add_argument("--corrupt-probability", type=float, default=0.0, help="chance of a bad checksum")
+    p.add_argument("--corrupt-mode", choices=("checksum", "truncate"), default="checksum",
+                   help="how a reply is corrupted: a bad checksum, or cut short (both 'Incorrect status packet')")
     p.add_argument("--fault-motor", type=int, help="apply drop/corrupt to this id only (default all)")
+    p.add_argument("--phase", type=lambda v: int(v, 0),
+                   help="Phase register of every servo, e.g. 0x1C: bit 4 set (multi-turn angle feedback, "
+                   "which the bridge clears at connect as LeRobot 0.6.1 does)")
     p.add_argument("--seed", type=int, default=0, help="random seed for the probabilistic faults")
     p.add_argument(
         "--exit-on-stdin-eof",
         action="store_true",
         help="exit when stdin closes (a parent process that started us as a child has gone); "
-        "lines on stdin are servo commands (power-off/power-on/move/alarm/dead ID ...), answered on stdout",
+        "lines on stdin are servo commands (power-off/power-on/move/alarm/dead/block/corrupt/drop ID ...), "
+        "answered on stdout",
     )
     return p.parse_args(argv)
 
@@ -193,11 +223,15 @@ def main(argv: list[str] | None = None) -> int:
     bus = make_so101_bus(calibration=calibration, ids=ids, seed=args.seed, cold=args.cold)
     for dead in args.dead:
         bus.set_faults(dead, dead=True)
+    if args.phase is not None:
+        for servo in bus.servos:
+            servo.set_register("Phase", args.phase & 0xFF)
     if args.drop_probability or args.corrupt_probability:
         bus.set_faults(
             args.fault_motor,
             drop_probability=args.drop_probability,
             corrupt_probability=args.corrupt_probability,
+            corrupt_mode=args.corrupt_mode,
         )
     server = PtySimBus(bus, link=args.link).start()
     for spec in args.dead_between:

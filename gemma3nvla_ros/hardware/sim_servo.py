@@ -21,9 +21,13 @@ back, so the same model serves a pty (``sim_bus``), tests and benchmarks. What i
   That last one is again the pessimistic reading (the firmware may well initialize it otherwise): with
   the firmware's clamp to the position limits, a host that re-enables torque after a brown-out without
   writing goal := present first drives the joint to its Min_Position_Limit at full speed.
+* Phase bit 4 (angle feedback mode, which LeRobot 0.6.1 clears at connect): while set, Present_Position
+  is ``actual - Homing_Offset`` without the wrap into 0..4095, so a calibrated joint can read negative
+  or past 4095 (sign-magnitude, bit 15) — the overflow LeRobot's PR #3373 fixed on real arms.
 * Faults: a dead motor (never answers, ignores writes, but keeps its power and torque: a broken data
-  line), dropped replies and corrupted checksums (by count or probability), alarm bits in Status and in
-  every status packet's error byte.
+  line), dropped replies and corrupted status packets — a bad checksum, or a reply cut short — by count,
+  by probability, or always (probability 1); both read "Incorrect status packet" in the SDK. Alarm bits
+  in Status and in every status packet's error byte.
 """
 from __future__ import annotations
 
@@ -38,6 +42,7 @@ from gemma3nvla_ros.hardware import scs_protocol as scs
 from gemma3nvla_ros.hardware.sts3215 import (
     EEPROM_END,
     MODEL_NUMBER_STS3215,
+    PHASE_MULTI_TURN_FEEDBACK,
     READ_ONLY,
     REG,
     RESOLUTION,
@@ -103,6 +108,7 @@ class FaultConfig:
     corrupt_next: int = 0
     drop_probability: float = 0.0
     corrupt_probability: float = 0.0
+    corrupt_mode: str = "checksum"  # or "truncate": the reply stops before its checksum byte
 
 
 @dataclass
@@ -208,7 +214,10 @@ class SimServo:
     def _refresh_present(self) -> None:
         self.update()
         present = int(round(self.position)) % RESOLUTION
-        self._poke("Present_Position", present)
+        if self.peek("Phase") & PHASE_MULTI_TURN_FEEDBACK:
+            offset = self.homing_offset
+            present = (present + offset) % RESOLUTION - offset  # actual - offset, unwrapped
+        self._poke("Present_Position", scs.encode_sign_magnitude(present, 15))
         self._poke("Present_Velocity", scs.encode_sign_magnitude(int(round(self._velocity)), 15))
         effort = 0.0
         if self.torque_enabled:
@@ -346,7 +355,10 @@ class SimServoBus:
         elif faults.corrupt_probability and self._rng.random() < faults.corrupt_probability:
             corrupt = True
         if corrupt:
-            packet[-1] ^= 0x5A
+            if faults.corrupt_mode == "truncate":
+                del packet[-2:]  # the host waits for the rest, then gives up: an incomplete packet
+            else:
+                packet[-1] ^= 0x5A
             self.stats["corrupted"] += 1
         return bytes(packet)
 

@@ -1,4 +1,5 @@
-"""STS3215 control table: the registers LeRobot 0.4.4 uses (lerobot/motors/feetech/tables.py).
+"""STS3215 control table: the registers LeRobot uses (lerobot/motors/feetech/tables.py, the same in 0.4.4
+and 0.6.1). What the bridge writes at connect: ``servo_config``.
 
 Addresses 0..39 are EEPROM (write-protected while Lock=1), 40.. SRAM, 80.. factory area.
 """
@@ -57,11 +58,22 @@ REG: dict[str, tuple[int, int]] = {
     "Status": (65, 1),
     "Moving": (66, 1),
     "Present_Current": (69, 2),
+    "Goal_Position_2": (71, 2),
+    # Factory area
+    "Moving_Velocity": (80, 1),
+    "Moving_Velocity_Threshold": (80, 1),
+    "DTs": (81, 1),
+    "Velocity_Unit_factor": (82, 1),
+    "Hts": (83, 1),
+    "Maximum_Velocity_Limit": (84, 1),
     "Maximum_Acceleration": (85, 1),
+    "Acceleration_Multiplier": (86, 1),  # LeRobot's name has a trailing space
 }
 
+PHASE_MULTI_TURN_FEEDBACK = 0x10  # Phase bit 4: angle feedback mode (multi-turn readings when set)
+
 EEPROM_END = 40  # addresses below this are EEPROM
-READ_ONLY = set(range(0, 5)) | set(range(56, 72))
+READ_ONLY = set(range(0, 5)) | set(range(56, 73))
 
 # Sign-magnitude sign bit per register (LeRobot's STS_SMS_SERIES_ENCODINGS_TABLE).
 SIGN_BIT = {
@@ -71,22 +83,6 @@ SIGN_BIT = {
     "Present_Position": 15,
     "Present_Velocity": 15,
     "Present_Load": 10,
-}
-
-# What LeRobot's SOFollower.configure() + configure_motors() write on connect.
-ARM_CONFIG: dict[str, int] = {
-    "Return_Delay_Time": 0,
-    "Maximum_Acceleration": 254,
-    "Acceleration": 254,
-    "Operating_Mode": 0,  # position mode
-    "P_Coefficient": 16,
-    "I_Coefficient": 0,
-    "D_Coefficient": 32,
-}
-GRIPPER_CONFIG: dict[str, int] = {
-    "Max_Torque_Limit": 500,
-    "Protection_Current": 250,
-    "Overload_Torque": 25,
 }
 
 # Units of the diagnostic registers.

@@ -9,6 +9,9 @@ for RViz/Foxglove) and ``/diagnostics``.
 The queue, merge strategies, step clamp and chunk checks are ``control.action_queue``; this file only
 wires them to ROS. Timing is the node clock, so ``use_sim_time`` with a replayed bag runs the same code.
 An empty JointTrajectory cancels the plan (as ros2_control's trajectory controller does): the arm holds.
+A real-time chunk (``header.frame_id == "rtc"``, from a policy with ``rtc`` on) already continues the plan, so it
+replaces it from the slot due now instead of being blended, whatever ``strategy`` says; one that finds the queue
+empty is re-timed to start now from its first step not yet executed (``control.action_queue``).
 It starts publishing only once it has a chunk and a measured joint state to start from; when the queue
 runs dry it holds the last setpoint — it never jumps and never replays old actions.
 """
@@ -34,6 +37,7 @@ from gemma3nvla_ros.control.action_queue import (
     clamp_step,
     needs_chunk,
 )
+from gemma3nvla_ros.control.rtc import RTC_FRAME_ID
 from gemma3nvla_ros.control.timing import PeriodStats, stamp_ns
 from gemma3nvla_ros.hardware import diagnostics as diag
 from gemma3nvla_ros.nodes.params import CheckedParameters
@@ -79,7 +83,8 @@ class ActionAggregator(CheckedParameters, Node):
         self.measured: np.ndarray | None = None  # radians, contract order
         self.last: np.ndarray | None = None  # the last setpoint published
         self.holding = False
-        self.counts = {"chunks": 0, "rejected": 0, "dropped_past": 0, "step_clamped": 0, "holds": 0}
+        self.counts = {"chunks": 0, "rejected": 0, "dropped_past": 0, "step_clamped": 0, "holds": 0, "rtc_chunks": 0,
+                       "rtc_retimed": 0}
         self.last_rejection = ""
         self._low_since_request: int | None = None
         self.ticks = PeriodStats(window=300)
@@ -139,7 +144,8 @@ class ActionAggregator(CheckedParameters, Node):
                 [stamp_ns(p.time_from_start) for p in msg.points],
                 self.joints,
             )
-            report = self.queue.merge(times, positions, now)
+            rtc = msg.header.frame_id == RTC_FRAME_ID
+            report = self.queue.merge(times, positions, now, rtc=rtc)
         except ChunkRejected as exc:
             self.counts["rejected"] += 1
             self.last_rejection = str(exc)
@@ -147,6 +153,12 @@ class ActionAggregator(CheckedParameters, Node):
             return
         self.counts["chunks"] += 1
         self.counts["dropped_past"] += report.dropped_past
+        self.counts["rtc_chunks"] += rtc
+        if report.shifted_ns:
+            self.counts["rtc_retimed"] += 1
+            self.get_logger().info(f"queue was empty: real-time chunk started now, {report.shifted_ns / 1e6:.0f} ms "
+                                   f"after its stamp, {report.dropped_past} steps executed before it",
+                                   throttle_duration_sec=5.0)
         self._low_since_request = None
         self._publish_plan()
 
@@ -221,6 +233,8 @@ class ActionAggregator(CheckedParameters, Node):
             "setpoints_dropped_past": self.counts["dropped_past"],
             "ticks_step_clamped": self.counts["step_clamped"],
             "holds": self.counts["holds"],
+            "rtc_chunks": self.counts["rtc_chunks"],
+            "rtc_chunks_retimed": self.counts["rtc_retimed"],
             "tick_period_p50_ms": f"{self.ticks.percentile(50) * 1e3:.2f}",
             "tick_period_p99_ms": f"{self.ticks.percentile(99) * 1e3:.2f}",
         }

@@ -7,6 +7,10 @@ capture stamp of the observation used, ``points[i].time_from_start`` = i / fps, 
 ``/diagnostics``. Services ``~/start`` and ``~/stop`` (std_srvs/Trigger): stop publishes an empty
 trajectory, which makes the aggregator drop its plan and hold.
 
+With ``rtc`` (real-time chunking) each chunk is guided to continue the one before it: the previous chunk (in
+the policy's normalized space) and the latency window live in ``control.rtc``, and RTC chunks carry
+``header.frame_id = "rtc"`` so that the aggregator executes them instead of blending them.
+
 Observation building and refusals: ``control.observation``; units: ``control.units`` (through the
 contract); loading and running the checkpoint: ``policy.runner``. Inference runs on a worker thread, so
 subscriptions and services stay responsive during a 150 ms GPU chunk or a multi-second CPU chunk.
@@ -25,13 +29,14 @@ import sensor_msgs.msg
 import std_msgs.msg
 import std_srvs.srv
 import trajectory_msgs.msg
-from rcl_interfaces.msg import FloatingPointRange
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 
 from gemma3nvla_ros.contract import Contract, ContractError
 from gemma3nvla_ros.control.observation import ObservationRefused, Stamped, build_observation, joint_state_positions
+from gemma3nvla_ros.control.rtc import RTC_FRAME_ID, RTC_SCHEDULES, RealTimeChunking
 from gemma3nvla_ros.control.timing import LatencyWindow, stamp_ns
 from gemma3nvla_ros.hardware import diagnostics as diag
 from gemma3nvla_ros.hardware.calibration import (
@@ -97,6 +102,22 @@ class PolicyNode(CheckedParameters, Node):
             "max_observation_age", 0.5, "refuse to infer on any input older than this (s)", read_only=False,
             floating_point_range=[FloatingPointRange(from_value=0.01, to_value=60.0)])
         self.running = bool(self._declare("autostart", True, "produce chunks from the start (else wait for ~/start)"))
+        self.rtc_on = bool(self._declare(
+            "rtc", False, "real-time chunking: guide each chunk to continue the executing one (LeRobot's RTC); the "
+            "aggregator then executes chunks instead of blending them", read_only=False))
+        self.rtc_horizon = int(self._declare(
+            "rtc_execution_horizon", 10, "RTC: steps of the new chunk guided towards the previous one's leftover "
+            "(always at least the inference delay)", read_only=False,
+            integer_range=[IntegerRange(from_value=1, to_value=1000, step=1)]))
+        self.rtc_weight = float(self._declare(
+            "rtc_max_guidance_weight", 10.0, "RTC: the guidance weight's cap (beta; the paper uses 5-10)",
+            read_only=False, floating_point_range=[FloatingPointRange(from_value=0.1, to_value=100.0)]))
+        self.rtc_schedule = self._declare(
+            "rtc_schedule", "LINEAR", f"RTC prefix weights past the frozen steps: {', '.join(RTC_SCHEDULES)}",
+            read_only=False)
+        self.rtc_window = int(self._declare(
+            "rtc_latency_window", 10, "RTC: the inference delay uses the largest latency of this many last chunks",
+            integer_range=[IntegerRange(from_value=1, to_value=1000, step=1)]))
 
         self._lock = threading.Lock()
         self._images: dict[str, Stamped | None] = {}
@@ -112,6 +133,15 @@ class PolicyNode(CheckedParameters, Node):
         self.last_refusal = ""
         self.last_obs_age = 0.0
         self._reported = (0, 0)  # (chunks, refusals) at the last diagnostics report
+        self._rtc_forget = False  # set from callbacks: nothing of the last chunk is executing any more
+        self._rtc_applied: tuple | None = None  # the RTC settings the runner has
+        self._last_publish_ns = 0
+        self.rtc_guided = 0
+        self.rtc_delay = 0
+        try:
+            self.rtc_schedule = self._check_parameter("rtc_schedule", self.rtc_schedule)
+        except ValueError as exc:
+            raise StartupError(f"rtc_schedule: {exc}") from exc
         self._watch_parameters()
 
     # -- bring-up -------------------------------------------------------------------------------------
@@ -124,6 +154,7 @@ class PolicyNode(CheckedParameters, Node):
         except (ContractError, OSError) as exc:
             raise StartupError(f"contract {self.contract_path}: {exc}") from exc
         self.units = self.contract.dataset_units(self._calibration())
+        self.rtc = RealTimeChunking(int(round(1e9 / self.contract.fps)), self.rtc_window)
         if self.task:
             try:
                 self.task = check_task(self.task)
@@ -197,15 +228,31 @@ class PolicyNode(CheckedParameters, Node):
             self.get_logger().warn(f"task from ~/task refused: {result.reason}")
 
     def _check_parameter(self, name: str, value):
-        return check_task(value) if name == "task" else value
+        if name == "task":
+            return check_task(value)
+        if name == "rtc_schedule" and value not in RTC_SCHEDULES:
+            raise ValueError(f"must be one of {list(RTC_SCHEDULES)}")
+        return value
 
     def _apply_parameter(self, name: str, value) -> None:
         if name == "task":
             self.task = value  # the worker reads it for the next observation
         elif name == "max_observation_age":
             self.max_age = value
+        elif name == "rtc":  # the worker applies RTC settings before its next chunk
+            self.rtc_on, self._rtc_forget = value, True
+        elif name == "rtc_execution_horizon":
+            self.rtc_horizon = value
+        elif name == "rtc_max_guidance_weight":
+            self.rtc_weight = value
+        elif name == "rtc_schedule":
+            self.rtc_schedule = value
 
-    def _on_request(self, _msg) -> None:
+    def _on_request(self, msg) -> None:
+        # "queue_empty" asked after our last chunk was out: nothing of it executes (ran dry, a restarted
+        # aggregator); one stamped before could predate the chunk's arrival.
+        if msg.frame_id == "queue_empty" and stamp_ns(msg.stamp) > self._last_publish_ns:
+            self._rtc_forget = True
         if self.running and not self._busy:
             self._wake.set()
 
@@ -220,6 +267,7 @@ class PolicyNode(CheckedParameters, Node):
 
     def _on_stop(self, _request, response):
         self.running = False
+        self._rtc_forget = True
         cancel = trajectory_msgs.msg.JointTrajectory()
         cancel.header.stamp = self.get_clock().now().to_msg()
         cancel.joint_names = list(self.contract.joints)
@@ -245,6 +293,7 @@ class PolicyNode(CheckedParameters, Node):
                 self._busy = False
 
     def _infer_once(self) -> None:
+        start = time.monotonic()
         now = self.get_clock().now().nanoseconds
         with self._lock:
             images, joint_state, task = dict(self._images), self._joint_state, self.task
@@ -255,18 +304,42 @@ class PolicyNode(CheckedParameters, Node):
         except (ObservationRefused, ValueError) as exc:
             self._refuse(str(exc))
             return
+        rtc = self._rtc_inputs(obs.stamp_ns, now)
         t0 = time.monotonic()
-        actions = self.runner.infer(obs.values)
+        actions = self.runner.infer(obs.values, **rtc)
         self.latency.add(time.monotonic() - t0)
         self.last_obs_age = (now - obs.stamp_ns) * 1e-9
         if not self.running:  # stopped while we computed: publish nothing
             return
-        self.chunk_pub.publish(self._trajectory(obs.stamp_ns, self.units.dataset_to_ros(actions)))
+        self.chunk_pub.publish(self._trajectory(obs.stamp_ns, self.units.dataset_to_ros(actions), self.rtc_on))
         self.chunks += 1
+        self._last_publish_ns = self.get_clock().now().nanoseconds
+        if self.rtc_on:
+            self.rtc.record(obs.stamp_ns, self.runner.last_normalized, time.monotonic() - start, self._last_publish_ns)
 
-    def _trajectory(self, stamp: int, radians) -> trajectory_msgs.msg.JointTrajectory:
+    def _rtc_inputs(self, stamp: int, now: int) -> dict:
+        """Apply changed RTC settings, and the previous chunk's leftover and the delay for this observation."""
+        settings = (self.rtc_on, self.rtc_horizon, self.rtc_weight, self.rtc_schedule)
+        if settings != self._rtc_applied:
+            self.runner.configure_rtc(*settings)
+            self._rtc_applied = settings
+        if self._rtc_forget:
+            self._rtc_forget = False
+            self.rtc.forget()
+        if not self.rtc_on:
+            return {}
+        inputs = self.rtc.prepare(stamp, now, self.rtc_horizon)
+        self.rtc_delay = inputs.inference_delay
+        if inputs.leftover is None:
+            return {}
+        self.rtc_guided += 1
+        return {"prev_chunk_left_over": inputs.leftover, "inference_delay": inputs.inference_delay,
+                "execution_horizon": inputs.execution_horizon}
+
+    def _trajectory(self, stamp: int, radians, rtc: bool = False) -> trajectory_msgs.msg.JointTrajectory:
         msg = trajectory_msgs.msg.JointTrajectory()
         msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, 1_000_000_000)
+        msg.header.frame_id = RTC_FRAME_ID if rtc else ""
         msg.joint_names = list(self.contract.joints)
         period_ns = int(round(1e9 / self.contract.fps))
         for i, row in enumerate(radians):
@@ -300,7 +373,11 @@ class PolicyNode(CheckedParameters, Node):
             "latency_p50_ms": f"{self.latency.percentile(50) * 1e3:.1f}",
             "latency_p95_ms": f"{self.latency.percentile(95) * 1e3:.1f}",
             "observation_age_ms": f"{self.last_obs_age * 1e3:.1f}",
+            "rtc": self.rtc_on,
         }
+        if self.rtc_on:
+            values.update({"rtc_guided_chunks": self.rtc_guided, "rtc_inference_delay": self.rtc_delay,
+                           "rtc_latency_estimate_ms": f"{self.rtc.latency.estimate() * 1e3:.1f}"})
         status = diag.Status(f"{self.get_name()}: policy", level, message, str(self.checkpoint),
                              {k: str(v) for k, v in values.items()})
         self.diag_pub.publish(diag.to_diagnostic_array([status], self.get_clock().now().to_msg(), diagnostic_msgs.msg))

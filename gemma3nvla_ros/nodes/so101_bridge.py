@@ -15,16 +15,26 @@ why only that one). One that answers again with torque still on only missed repl
 its goal, nothing is reset. A joint that came to rest far outside its calibrated range stays limp, as
 at start-up.
 
+Servo configuration: at connect (and after a reconnect or a motor's recovery) LeRobot 0.6.1's
+``SOFollower.configure()`` values (``hardware.servo_config``), written with torque off where servo memory
+differs and read back. The PID gains also apply at run time: written while the arm keeps holding
+(torque stays on; dropping it would let the arm fall), read back, and refused — old gains restored —
+if a servo does not take them. The other servo settings are read-only: they are set once per arm, and
+the gripper's burn-out protection is not something to loosen mid-grip.
+
 Parameters (see README / docs): port, mode (real|sim), robot_id, calibration_file,
 write_calibration_to_motors, joint_names, motor_ids, publish_rate, max_relative_target,
-command_timeout, on_shutdown (disable_torque|hold), diagnostics_rate, bus_timeout_ms, bus_retries,
-sim_args.
+command_timeout, on_shutdown (disable_torque|hold), hold_goal_joints, overload_recovery,
+diagnostics_rate, bus_timeout_ms, bus_retries, sim_args, and the servo settings of
+``servo_config.SETTINGS`` (position_p/i/d_coefficient, return_delay_time, acceleration,
+maximum_acceleration, gripper_max_torque_limit, gripper_protection_current, gripper_overload_torque).
 """
 from __future__ import annotations
 
 import shlex
 import sys
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import diagnostic_msgs.msg
@@ -51,6 +61,8 @@ from gemma3nvla_ros.hardware.calibration import (
 )
 from gemma3nvla_ros.control.commands import CommandRejected, check_command_age, validate_joint_command
 from gemma3nvla_ros.hardware.feetech_bus import BusError, BusPortError, FeetechBus
+from gemma3nvla_ros.hardware.retry import MAX_RETRIES
+from gemma3nvla_ros.hardware.servo_config import GAINS, SETTINGS, ServoSettings, check_setting
 from gemma3nvla_ros.hardware.scs_protocol import describe_error_bits
 from gemma3nvla_ros.control.safety import (
     OVERLOAD_RECOVERY,
@@ -95,8 +107,6 @@ class So101Bridge(CheckedParameters, Node):
             "diagnostics_rate", 1.0, "/diagnostics rate (Hz)",
             floating_point_range=[FloatingPointRange(from_value=0.1, to_value=50.0)]))
         self.bus_timeout_ms = float(self._declare("bus_timeout_ms", 50.0, "reply timeout per transaction (ms)"))
-        self.bus_retries = int(self._declare("bus_retries", 2, "retries of a failed transaction",
-                                             integer_range=[IntegerRange(from_value=0, to_value=10)]))
         self.sim_args = self._declare("sim_args", "", "simulator options, e.g. fault injection (sim mode)")
         # Changeable at run time (checked in _check_parameter, applied at once).
         self._max_rel_param = self._declare(
@@ -116,6 +126,16 @@ class So101Bridge(CheckedParameters, Node):
         self.overload_recovery = self._declare(
             "overload_recovery", "manual", "manual: a motor that tripped on an alarm stays limp until "
             "~/enable is called; auto: re-enabled once the alarm clears", read_only=False)
+        self.bus_retries = int(self._declare(
+            "bus_retries", 2, "extra tries of a failed bus transaction (no reply, or 'Incorrect status "
+            "packet'), at once; LeRobot's num_read_retries", read_only=False,
+            integer_range=[IntegerRange(from_value=0, to_value=MAX_RETRIES)]))
+        # Servo settings written at connect (LeRobot 0.6.1's by default); the PID gains also at run time.
+        defaults = ServoSettings()
+        self.servo_settings = ServoSettings.from_mapping({
+            name: self._declare(name, getattr(defaults, name), description, read_only=name not in GAINS,
+                                integer_range=[IntegerRange(from_value=lo, to_value=hi)])
+            for name, (_register, lo, hi, description) in SETTINGS.items()})
 
         self.motors = dict(zip(self.joint_names, self.motor_ids))
         self.gripper = "gripper" if "gripper" in self.motors else None
@@ -158,7 +178,34 @@ class So101Bridge(CheckedParameters, Node):
             if unknown:
                 raise ValueError(f"unknown joint names {unknown} (known: {self.joint_names})")
             return list(value)
+        if name in SETTINGS:
+            return check_setting(name, value)
         return value  # rclpy refuses read_only parameters and wrong types before this callback
+
+    def _commit_parameters(self, changes: dict) -> None:
+        """New PID gains go to the servos before they count as set: written while the arm holds (see
+        the module docstring), or refused with the old gains put back."""
+        gains = {n: v for n, v in changes.items() if n in GAINS}
+        if not gains or self.bus is None:
+            return
+        old = self.bus.settings
+        new = replace(old, **gains)
+        if not self.connected:  # written by the reconnect's configure
+            self.bus.settings = new
+            return
+        try:
+            written = self.bus.set_gains(new)
+        except BusError as exc:
+            others = [n for n in self.bus.names if n != exc.motor]
+            try:
+                self.bus.set_gains(old, others)
+                kept = "the previous gains are back on " + ("every other servo" if exc.motor else "every servo")
+            except BusError as undo:
+                kept = f"putting the previous gains back failed too ({undo}): servos may differ until reconnect"
+            self.bus.settings = old
+            self.get_logger().error(f"PID gains {gains} not applied: {exc}; {kept}")
+            raise ValueError(f"writing {gains} to the servos failed: {exc}; {kept}") from exc
+        self.get_logger().info(f"PID gains on the servos, arm holding: {', '.join(written) or 'unchanged'}")
 
     def _apply_parameter(self, name: str, value) -> None:
         with self._lock:  # the control timer reads these
@@ -179,6 +226,12 @@ class So101Bridge(CheckedParameters, Node):
                 self.controller.set_keep_goal_on_hold(value)
         elif name in ("on_shutdown", "overload_recovery"):
             setattr(self, name, value)
+        elif name == "bus_retries":
+            self.bus_retries = value
+            if self.bus is not None:
+                self.bus.retries = value
+        elif name in GAINS:
+            self.servo_settings = replace(self.servo_settings, **{name: value})
 
     # -- bring-up -------------------------------------------------------------------------------------
     def _validate_parameters(self) -> None:
@@ -187,7 +240,8 @@ class So101Bridge(CheckedParameters, Node):
             raise StartupError(f"mode must be 'real' or 'sim', not {self.mode!r}")
         if len(self.joint_names) != len(self.motor_ids) or len(set(self.joint_names)) != len(self.joint_names):
             raise StartupError("joint_names and motor_ids must have the same length and unique names")
-        for name in ("max_relative_target", "command_timeout", "on_shutdown", "overload_recovery", "hold_goal_joints"):
+        for name in ("max_relative_target", "command_timeout", "on_shutdown", "overload_recovery", "hold_goal_joints",
+                     "bus_retries"):
             try:
                 self._apply_parameter(name, self._check_parameter(name, self.get_parameter(name).value))
             except (TypeError, ValueError) as exc:
@@ -209,13 +263,14 @@ class So101Bridge(CheckedParameters, Node):
             except RuntimeError as exc:
                 raise StartupError(str(exc)) from exc
             log.info(f"simulated servo bus on {self.port}")
-        self.bus = FeetechBus(self.port, self.motors, timeout_ms=self.bus_timeout_ms, retries=self.bus_retries)
+        self.bus = FeetechBus(self.port, self.motors, timeout_ms=self.bus_timeout_ms, retries=self.bus_retries,
+                              settings=self.servo_settings)
         try:
             self.bus.connect()
             self._check_servo_calibration()
             changes = self.bus.configure(gripper=self.gripper)
             if changes:
-                log.info(f"configured servos (LeRobot settings): {', '.join(changes)}")
+                log.info(f"configured servos (LeRobot 0.6.1 settings, torque off, read back): {', '.join(changes)}")
             self._check_inside_range()
             self.bus.enable_torque()
         except BusError as exc:
@@ -503,6 +558,8 @@ class So101Bridge(CheckedParameters, Node):
                     "commands_range_clamped": self.commands_range_clamped,
                     "goals_step_clamped": self.goals_step_clamped,
                     "motor_recoveries": sum(h.recoveries for h in self.bus.health.values()),
+                    "bus_retries": self.bus.retries,
+                    "position_pid": "{P_Coefficient}/{I_Coefficient}/{D_Coefficient}".format(**self.bus.settings.gains()),
                     "awaiting_enable": ", ".join(sorted(self.tripped)) or "none",
                     "hold_goal_joints": ", ".join(self.hold_goal_joints) or "none",
                     "calibration": self.cal_path or "built-in example",

@@ -13,6 +13,7 @@ from lerobot.configs.policies import PreTrainedConfig
 from lerobot.configs.types import FeatureType, NormalizationMode, PolicyFeature
 from lerobot.optim.optimizers import AdamWConfig
 from lerobot.optim.schedulers import CosineDecayWithWarmupSchedulerConfig
+from lerobot.policies.rtc.configuration_rtc import RTCConfig
 from lerobot.utils.constants import ACTION, OBS_IMAGES, OBS_STATE
 
 # Known Gemma 3n checkpoints and their text depth (used only to validate num_vlm_layers early, before any
@@ -91,6 +92,11 @@ class Gemma3nVLAConfig(PreTrainedConfig):
     # Decoding.
     num_steps: int = 10
     use_cache: bool = True
+
+    # Real-Time Chunking (arXiv 2506.07339) at inference, LeRobot's RTCConfig as SmolVLA carries it: None = off
+    # (LeRobot's rollout sets it for `--inference.type=rtc`; the ROS policy node for `rtc: true`). Guidance runs
+    # on the eager path: the fast path is used for chunks without a leftover to guide towards.
+    rtc_config: RTCConfig | None = None
 
     # Finetuning settings.
     freeze_vision_encoder: bool = True
@@ -267,6 +273,12 @@ class Gemma3nVLAConfig(PreTrainedConfig):
             )
         if self.min_period <= 0 or self.max_period <= self.min_period:
             raise ValueError(f"need 0 < min_period < max_period, got {self.min_period}, {self.max_period}.")
+        if self.rtc_config is not None:
+            if not isinstance(self.rtc_config, RTCConfig):
+                raise ValueError(f"`rtc_config` must be None or a LeRobot RTCConfig, got {type(self.rtc_config)}.")
+            horizon = self.rtc_config.execution_horizon
+            if not isinstance(horizon, int) or isinstance(horizon, bool) or horizon <= 0:
+                raise ValueError(f"`rtc_config.execution_horizon` must be a positive integer, got {horizon!r}.")
         if self.vlm_config_overrides is not None and not isinstance(self.vlm_config_overrides, dict):
             raise ValueError(f"`vlm_config_overrides` must be a dict or None, got {type(self.vlm_config_overrides)}.")
 

@@ -6,7 +6,8 @@ The eager path (``VLAFlowMatching.sample_actions``) stays the reference; this co
 * **vision**: the MobileNetV5 tower and ``embed_vision`` over all cameras (``get_image_features``);
 * **text prefix**: the image features and the state token written into the task's token embeddings, the
   Gemma 3n decoder layers (transformers' modules), and every expert layer's prefix K/V;
-* **denoising**: all ``num_steps`` Euler steps of the expert.
+* **denoising**: all ``num_steps`` Euler steps of the expert, each velocity guided by real-time chunking
+  (RTC) as LeRobot's ``RTCProcessor.denoise_step`` guides it (see below).
 
 What makes it fast (each chosen at run time; none needs a CUDA-only package):
 
@@ -24,7 +25,21 @@ What makes it fast (each chosen at run time; none needs a CUDA-only package):
 * **Fused projections** in the expert: q/k/v of the joint layers and gate/up of every MLP are one matrix
   each; the modules' weights become views of the fused matrices (no extra memory).
 * **Expert attention** through ``scaled_dot_product_attention`` or as two batched matrix products with the
-  4 query heads of a KV head folded into the rows ("bmm"); ``auto`` times both on the device at warm-up.
+  4 query heads of a KV head folded into the rows ("bmm"); ``auto`` times both on the device at warm-up,
+  compiled as they will run, and keeps the fastest that agrees with the first.
+
+Real-time chunking needs no autograd here. ``RTCProcessor.denoise_step`` (LeRobot 0.4.4 and 0.6.1 alike)
+evaluates ``v_t`` before ``x_t`` requires grad, so the gradient it takes of ``x1 = x_t - time * v_t`` is the
+identity and its "correction" is the weighted error itself::
+
+    v <- v - min(c(tau) * inv_r2(tau), max_guidance_weight) * (leftover_padded - (x_t - time * v)) * prefix_weights
+
+(``tau = 1 - time``; ``rtc_guide`` and ``rtc_guidance_weights``; a test checks this against ``denoise_step``).
+The padded leftover [B, T, A], the prefix weights [1, T, 1] and the per-step guidance weights [num_steps] are
+static buffers written by ``load`` like the other inputs (``max_guidance_weight`` is read per call, so changing
+it takes effect at once). An unguided chunk has zero guidance and prefix weights: ``v - 0 * err`` is ``v``
+exactly, so guided and unguided chunks share one plan, one compile and one graph, and unguided chunks are
+those of the path without RTC. Guidance adds only elementwise ops to the denoising phase.
 
 Any phase whose compile or capture fails falls back (compile -> eager body, graph -> plain launches) with a
 warning; ``FastSampler.report`` says what runs.
@@ -32,6 +47,8 @@ warning; ``FastSampler.report`` says what runs.
 from __future__ import annotations
 
 import logging
+import math
+import numbers
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -87,6 +104,41 @@ def compile_available(device: torch.device) -> bool:
         return False
 
 
+# ----------------------------------------------------------------------------------------------- RTC
+def rtc_guide(x_t: Tensor, v_t: Tensor, leftover: Tensor, prefix_weights: Tensor, guidance_weight: Tensor,
+              time: float) -> Tensor:
+    """``RTCProcessor.denoise_step``'s guided velocity given the unguided one ``v_t`` (its autograd correction is
+    the weighted error: ``v_t`` does not depend on the ``x_t`` it differentiates), in its order of operations."""
+    x1_t = x_t - time * v_t
+    err = (leftover - x1_t) * prefix_weights
+    return v_t - guidance_weight * err
+
+
+def rtc_guidance_weights(num_steps: int, max_guidance_weight: float) -> Tensor:
+    """[num_steps] float32 on the host: ``RTCProcessor.denoise_step``'s guidance weight at each Euler step's time
+    ``1 - step / num_steps`` (``tau = 1 - time``), with its infinity rules."""
+    mgw = float(max_guidance_weight)
+    if not math.isfinite(mgw) or mgw <= 0:
+        raise ValueError(f"rtc_config.max_guidance_weight must be a finite number > 0, got {max_guidance_weight!r}.")
+    cap = torch.as_tensor(mgw)
+    dt = -1.0 / num_steps
+    out = torch.empty(num_steps, dtype=torch.float32)
+    for step in range(num_steps):
+        tau = torch.as_tensor(1 - (1.0 + step * dt))
+        squared_one_minus_tau = (1 - tau) ** 2
+        inv_r2 = (squared_one_minus_tau + tau**2) / squared_one_minus_tau
+        c = torch.nan_to_num((1 - tau) / tau, posinf=mgw)
+        out[step] = torch.minimum(torch.nan_to_num(c * inv_r2, posinf=mgw), cap)
+    return out
+
+
+def _count(value: Any) -> int | None:
+    """An integer >= 0 of any kind (numpy's too), else None (bools and floats included)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        return None
+    return int(value)
+
+
 # ----------------------------------------------------------------------------------------------- buffers
 @dataclass
 class _Plan:
@@ -106,12 +158,23 @@ class _Plan:
 
 
 @dataclass
+class _Guidance:
+    """RTC inputs of the denoising phase (all zero for an unguided chunk)."""
+
+    leftover: Tensor  # [B, T, A] the previous chunk's leftover, zero-padded to the chunk
+    prefix_weights: Tensor  # [1, T, 1]
+    weights: Tensor  # [num_steps] guidance weight of each Euler step
+    on: bool = False  # whether the buffers hold a guided chunk's values (else zeros)
+
+
+@dataclass
 class _Statics:
     """Static input buffers of one shape signature, the phases' outputs, and their graphs."""
 
     images: Tensor
     state: Tensor
     noise: Tensor
+    guidance: _Guidance
     plan: _Plan | None = None
     plan_key: Any = None
     feats: Tensor | None = None
@@ -190,19 +253,30 @@ class FastSampler:
     # ------------------------------------------------------------------ public
     @torch.no_grad()
     def sample_actions(self, images: list[Tensor], img_masks: list[Tensor], lang_tokens: Tensor, lang_masks: Tensor,
-                       state: Tensor, noise: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
+                       state: Tensor, noise: Tensor | None = None, generator: torch.Generator | None = None, *,
+                       rtc_processor: Any = None, rtc_enabled: bool = False, inference_delay: int | None = None,
+                       prev_chunk_left_over: Tensor | None = None, execution_horizon: int | None = None) -> Tensor:
+        """``VLAFlowMatching.sample_actions`` (same arguments): with ``rtc_enabled`` and a leftover the chunk is
+        guided as ``rtc_processor.denoise_step`` guides it; ``rtc_processor``'s config (schedule, execution horizon,
+        max guidance weight) is read at each call."""
         net = self.net
         bsize = state.shape[0]
         if noise is None:
             noise = net.sample_noise((bsize, net.config.chunk_size, net.config.max_action_dim), state.device, generator)
-        s = self.load(images, img_masks, lang_tokens, lang_masks, state, noise)
+        guided = rtc_enabled and prev_chunk_left_over is not None
+        s = self.load(images, img_masks, lang_tokens, lang_masks, state, noise, rtc_processor=rtc_processor,
+                      inference_delay=inference_delay, prev_chunk_left_over=prev_chunk_left_over if guided else None,
+                      execution_horizon=execution_horizon)
         self.run_phase(s, "vision")
         self.run_phase(s, "text")
         self.run_phase(s, "denoise")
         return s.actions.clone()
 
-    def load(self, images, img_masks, lang_tokens, lang_masks, state, noise) -> _Statics:
-        """Fills the static buffers for one chunk (the plan only when the task or masks changed)."""
+    def load(self, images, img_masks, lang_tokens, lang_masks, state, noise, *, rtc_processor: Any = None,
+             inference_delay: int | None = None, prev_chunk_left_over: Tensor | None = None,
+             execution_horizon: int | None = None) -> _Statics:
+        """Fills the static buffers for one chunk (the plan only when the task or masks changed), the RTC ones
+        for a chunk guided towards ``prev_chunk_left_over`` (else zero weights: unguided)."""
         bsize = state.shape[0]
         lang_tokens, lang_masks = self._pad_task(lang_tokens, lang_masks)
         host = torch.cat([lang_tokens.long(), lang_masks.long()] + [m.long().reshape(bsize, 1) for m in img_masks],
@@ -211,12 +285,7 @@ class FastSampler:
         shape_key = (bsize, tuple(images[0].shape[1:]), len(images), host.shape[1])
         s = self._statics.get(shape_key)
         if s is None:
-            n_img = len(images)
-            s = _Statics(
-                images=torch.empty((n_img * bsize, *images[0].shape[1:]), dtype=torch.float32, device=self.device),
-                state=torch.empty(state.shape, dtype=torch.float32, device=self.device),
-                noise=torch.empty(noise.shape, dtype=torch.float32, device=self.device),
-            )
+            s = self._new_statics(images, state, noise)
             self._statics[shape_key] = s
         if s.plan_key != plan_key:
             plan = self._plans.get(plan_key)
@@ -231,7 +300,8 @@ class FastSampler:
             else:
                 self._plans.move_to_end(plan_key)
             if s.plan is None:
-                s.plan = _clone_plan(plan)  # the static copy the graphs read
+                with torch.inference_mode(False):  # see _new_statics
+                    s.plan = _clone_plan(plan)  # the static copy the graphs read
             else:
                 _copy_plan(s.plan, plan)
             s.plan_key = plan_key
@@ -239,7 +309,65 @@ class FastSampler:
             s.images[i * bsize:(i + 1) * bsize].copy_(img, non_blocking=True)
         s.state.copy_(state, non_blocking=True)
         s.noise.copy_(noise, non_blocking=True)
+        if prev_chunk_left_over is None:
+            self.clear_guidance(s)
+        else:
+            self.load_guidance(s, rtc_processor, inference_delay, prev_chunk_left_over, execution_horizon)
         return s
+
+    def _new_statics(self, images: list[Tensor], state: Tensor, noise: Tensor) -> _Statics:
+        # Written in place at every call, so never inference tensors, whatever mode the first call came in:
+        # the runner samples unguided chunks under inference_mode and guided ones under no_grad.
+        bsize, n_img = state.shape[0], len(images)
+        with torch.inference_mode(False):
+            like = dict(dtype=torch.float32, device=self.device)
+            return _Statics(
+                images=torch.empty((n_img * bsize, *images[0].shape[1:]), **like),
+                state=torch.empty(state.shape, **like),
+                noise=torch.empty(noise.shape, **like),
+                guidance=_Guidance(leftover=torch.zeros(noise.shape, **like),
+                                   prefix_weights=torch.zeros((1, noise.shape[1], 1), **like),
+                                   weights=torch.zeros((self.net.config.num_steps,), **like)),
+            )
+
+    def load_guidance(self, s: _Statics, rtc_processor: Any, inference_delay: int | None, leftover: Tensor,
+                      execution_horizon: int | None) -> None:
+        """Writes a guided chunk's RTC buffers, as ``RTCProcessor.denoise_step`` builds its inputs: the leftover
+        ([T', A'] or [1 or B, T', A'], T' <= T, A' <= A) zero-padded to the chunk, the prefix weights of
+        ``(inference_delay, min(execution_horizon, T'), T)`` from the processor's schedule, the guidance weights."""
+        g = s.guidance
+        bsize, chunk, dims = s.noise.shape
+        if rtc_processor is None:
+            raise ValueError("rtc_enabled with a prev_chunk_left_over needs an rtc_processor.")
+        cfg = rtc_processor.rtc_config
+        delay = _count(inference_delay)
+        horizon = _count(cfg.execution_horizon if execution_horizon is None else execution_horizon)
+        if delay is None or horizon is None or horizon == 0:
+            raise ValueError(f"inference_delay must be an integer >= 0 and execution_horizon an integer > 0, got "
+                             f"{inference_delay!r} and {execution_horizon!r} (config: {cfg.execution_horizon!r}).")
+        leftover = torch.as_tensor(leftover)
+        if leftover.ndim == 2:
+            leftover = leftover[None]
+        if (leftover.ndim != 3 or leftover.shape[0] not in (1, bsize) or not 1 <= leftover.shape[1] <= chunk
+                or leftover.shape[2] > dims):
+            raise ValueError(f"prev_chunk_left_over must be [T, D] or [1 or {bsize}, T, D] with 1 <= T <= {chunk} "
+                             f"and D <= {dims}; got {tuple(leftover.shape)}.")
+        prefix = rtc_processor.get_prefix_weights(delay, min(horizon, leftover.shape[1]), chunk)
+        # Host-computed, copied without waiting: the chunk's one host sync was in load().
+        g.weights.copy_(rtc_guidance_weights(self.net.config.num_steps, cfg.max_guidance_weight), non_blocking=True)
+        g.prefix_weights.copy_(prefix.reshape(1, chunk, 1), non_blocking=True)
+        g.leftover.zero_()
+        g.leftover[:, : leftover.shape[1], : leftover.shape[2]].copy_(leftover, non_blocking=True)
+        g.on = True
+
+    @staticmethod
+    def clear_guidance(s: _Statics) -> None:
+        """Zero weights: the denoising phase computes the unguided chunk (its leftover is then irrelevant)."""
+        g = s.guidance
+        if g.on:
+            g.weights.zero_()
+            g.prefix_weights.zero_()
+            g.on = False
 
     def run_phase(self, s: _Statics, name: str) -> None:
         """Runs one phase: replays its graph (capturing it on first use) or calls its body."""
@@ -330,7 +458,7 @@ class FastSampler:
         return vlm.expert_prefix_kv(prefix)
 
     def _denoise_body(self, noise: Tensor, prefix_kv: list[tuple[Tensor, Tensor]], plan: _Plan,
-                      compiled: bool = True) -> Tensor:
+                      guidance: _Guidance, compiled: bool = True) -> Tensor:
         net = self.net
         velocity = self._compiled.get("velocity", self._velocity) if compiled else self._velocity
         kv = [t for pair in prefix_kv for t in pair]
@@ -339,7 +467,9 @@ class FastSampler:
         x_t = net.real_dims_only(noise)
         for step in range(steps):
             v = velocity(x_t, plan.time_parts[step], kv, plan.suffix_rope, plan.cross_bias, plan.joint_bias)
-            x_t = x_t + dt * net.real_dims_only(v)
+            v = rtc_guide(x_t, net.real_dims_only(v), guidance.leftover, guidance.prefix_weights,
+                          guidance.weights[step], 1.0 + step * dt)
+            x_t = x_t + dt * v
         return x_t
 
     def _velocity(self, x_t: Tensor, time_part: Tensor, kv: list[Tensor], suffix_rope: dict,
@@ -392,7 +522,7 @@ class FastSampler:
         nxt = {"vision": "text", "text": "denoise"}.get(name)
         attr = {"vision": "feats", "text": "prefix_kv", "denoise": "actions"}[name]
         inputs = {"vision": lambda: (s.images,), "text": lambda: (s.feats, s.state, s.plan),
-                  "denoise": lambda: (s.noise, s.prefix_kv, s.plan)}[name]
+                  "denoise": lambda: (s.noise, s.prefix_kv, s.plan, s.guidance)}[name]
 
         def body():
             out = fn(*inputs())
@@ -464,7 +594,7 @@ class FastSampler:
         elif name == "text":
             ref = self._text_body(s.feats, s.state, s.plan)
         else:
-            ref = self._denoise_body(s.noise, s.prefix_kv, s.plan, compiled=False)
+            ref = self._denoise_body(s.noise, s.prefix_kv, s.plan, s.guidance, compiled=False)
         ref = _flat(ref)
         num = sum(float((a.double() - b.double()).norm() ** 2) for a, b in zip(out, ref))
         den = sum(float(b.double().norm() ** 2) for b in ref)
@@ -481,7 +611,7 @@ class FastSampler:
     # ------------------------------------------------------------------ attention choice
     def choose_attention(self, bsize: int = 1, iters: int = 20) -> dict[str, float]:
         """With ``attention='auto'`` on a GPU: times each expert-attention implementation on the joint layers'
-        shapes (the larger) and keeps the fastest. Returns microseconds per call."""
+        shapes (the larger), compiled when the phases are, and keeps the fastest. Returns microseconds per call."""
         if self.attention_choice != "auto" or self.device.type != "cuda":
             return {}
         vlm, net = self.vlm, self.net
@@ -493,13 +623,24 @@ class FastSampler:
         q = torch.randn(bsize, nh, chunk, d, device=dev, dtype=dt)
         k = torch.randn(bsize, nkv, length + chunk, d, device=dev, dtype=dt)
         v = torch.randn_like(k)
-        bias = torch.zeros(bsize, 1, chunk, length + chunk, device=dev, dtype=dt)
+        # The joint layers' mask: a few padded prefix keys and causal action tokens.
+        keep = torch.ones(chunk, length + chunk, dtype=torch.bool, device=dev)
+        keep[:, length - 8:length - 1] = False
+        keep[:, length:] = torch.ones(chunk, chunk, dtype=torch.bool, device=dev).tril()
+        bias = torch.zeros(bsize, 1, chunk, length + chunk, device=dev, dtype=dt).masked_fill(~keep, torch.finfo(dt).min)
         times = {}
         ref = None
         for name, fn in ATTENTION_FUNCS.items():
             try:
+                if self.use_compile:
+                    fn = torch.compile(fn, dynamic=False)
                 out = fn(q, k, v, bias, nh // nkv)
                 ref = out if ref is None else ref
+                err = float((out.float() - ref.float()).norm() / ref.float().norm())
+                if not err < 2e-2:  # bf16 rounding is ~4e-3; NaN fails too
+                    self._fallback(f"expert attention {name} differs from the first one timed (rel. error "
+                                   f"{err:.3g}); not used")
+                    continue
                 for _ in range(3):
                     fn(q, k, v, bias, nh // nkv)
                 torch.cuda.synchronize(dev)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import numbers
 import threading
 import time
 from collections import deque
@@ -34,6 +35,7 @@ import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
 from lerobot.policies.pretrained import PreTrainedPolicy
+from lerobot.policies.rtc.modeling_rtc import RTCProcessor
 from lerobot.policies.smolvla.modeling_smolvla import (
     aloha_gripper_from_angular,
     aloha_gripper_from_angular_inv,
@@ -44,6 +46,7 @@ from lerobot.utils.constants import ACTION, OBS_IMAGES, OBS_LANGUAGE_ATTENTION_M
 from gemma3nvla_ros.compat import no_init_weights
 
 from .configuration_gemma3nvla import Gemma3nVLAConfig
+from .flow_matching import euler_integrate
 from .gemma3n_with_expert import Gemma3nWithExpertModel, PrefixOutput
 from .input_checks import InputRefused, check_finite, check_pixels, inputs_look_fine
 
@@ -258,9 +261,14 @@ class VLAFlowMatching(nn.Module):
 
     @torch.no_grad()
     def sample_actions(self, images, img_masks, lang_tokens, lang_masks, state, noise: Tensor | None = None,
-                       generator: torch.Generator | None = None, use_cache: bool | None = None) -> Tensor:
-        """Euler integration from t=1 (noise) to t=0. With the cache (default) the prefix K/V -- and the
-        cross layers' projected K/V -- are computed once; without it they are recomputed at every step."""
+                       generator: torch.Generator | None = None, use_cache: bool | None = None, *,
+                       rtc_processor: RTCProcessor | None = None, rtc_enabled: bool = False,
+                       inference_delay: int | None = None, prev_chunk_left_over: Tensor | None = None,
+                       execution_horizon: int | None = None) -> Tensor:
+        """Euler integration from t=1 (noise) to t=0 (LeRobot's ``euler_integrate``). With the cache (default) the
+        prefix K/V -- and the cross layers' projected K/V -- are computed once; without it they are recomputed at
+        every step. With ``rtc_enabled`` each velocity goes through ``rtc_processor.denoise_step``, which guides the
+        chunk towards ``prev_chunk_left_over`` (model space, [B, T, max_action_dim]) as LeRobot's policies do."""
         bsize = state.shape[0]
         device = state.device
         if noise is None:
@@ -268,16 +276,18 @@ class VLAFlowMatching(nn.Module):
         noise = self.real_dims_only(noise)
         use_cache = self.config.use_cache if use_cache is None else use_cache
         cached = self.compute_prefix(images, img_masks, lang_tokens, lang_masks, state) if use_cache else None
-        steps = self.config.num_steps
-        dt = -1.0 / steps
-        x_t = noise
-        for step in range(steps):
-            time = torch.full((bsize,), 1.0 + step * dt, dtype=torch.float32, device=device)
+
+        def denoise(x_t: Tensor, time: Tensor) -> Tensor:
             prefix, prefix_kv = cached if cached is not None else self.compute_prefix(
                 images, img_masks, lang_tokens, lang_masks, state
             )
-            x_t = x_t + dt * self.real_dims_only(self.velocity(prefix, prefix_kv, x_t, time))
-        return x_t
+            return self.real_dims_only(self.velocity(prefix, prefix_kv, x_t, time))
+
+        return euler_integrate(
+            denoise, noise, self.config.num_steps, rtc_processor=rtc_processor, rtc_enabled=rtc_enabled,
+            inference_delay=inference_delay, prev_chunk_left_over=prev_chunk_left_over,
+            execution_horizon=execution_horizon,
+        )
 
 
 class Gemma3nVLAPolicy(PreTrainedPolicy):
@@ -298,6 +308,8 @@ class Gemma3nVLAPolicy(PreTrainedPolicy):
         with no_init_weights() if from_checkpoint else contextlib.nullcontext():
             self.model = VLAFlowMatching(config, load_vlm_weights=config.load_vlm_weights and not from_checkpoint)
         self._fast = None
+        self._rtc_logged: set[str] = set()
+        self.init_rtc_processor()
         self.parameter_counts = self._count_parameters()
         logger.info(
             "gemma3nvla parameters: total %s, trainable %s, used by the action forward %s",
@@ -352,6 +364,39 @@ class Gemma3nVLAPolicy(PreTrainedPolicy):
 
     def reset(self) -> None:
         self._queues = {ACTION: deque(maxlen=self.config.n_action_steps)}
+
+    # ------------------------------------------------------------------ real-time chunking
+    def supports_rtc(self) -> bool:
+        return True
+
+    def init_rtc_processor(self) -> None:
+        """(Re)build the RTC processor from ``config.rtc_config`` (LeRobot's rollout calls this after setting it)."""
+        self.rtc_processor = RTCProcessor(self.config.rtc_config) if self.config.rtc_config is not None else None
+
+    def _rtc_enabled(self) -> bool:
+        return self.config.rtc_config is not None and bool(self.config.rtc_config.enabled)
+
+    def _log_once(self, key: str, message: str) -> None:
+        if key not in self._rtc_logged:
+            self._rtc_logged.add(key)
+            logger.warning(message)
+
+    def _rtc_prefix(self, leftover: Any, bsize: int, device: torch.device) -> Tensor:
+        """``prev_chunk_left_over`` as predict_action_chunk returns actions ([T, action_dim] or [B, T, action_dim],
+        normalized) -> the model's space [B, T, max_action_dim], at most chunk_size steps."""
+        prev = torch.as_tensor(leftover).to(device=device, dtype=torch.float32).clone()  # never an inference tensor
+        action_dim = self.config.action_feature.shape[0]
+        if prev.ndim == 2:
+            prev = prev[None]
+        if prev.ndim != 3 or prev.shape[-1] != action_dim or prev.shape[1] == 0 or prev.shape[0] not in (1, bsize):
+            raise ValueError(
+                f"prev_chunk_left_over must be [T, {action_dim}] or [{bsize}, T, {action_dim}] (T >= 1): the unexecuted "
+                f"actions of the previous chunk as predict_action_chunk returned them; got {tuple(prev.shape)}."
+            )
+        if not bool(torch.isfinite(prev).all()):
+            raise ValueError("prev_chunk_left_over holds NaN/inf values.")
+        prev = prev[:, : self.config.chunk_size].expand(bsize, -1, -1)
+        return self.prepare_action({ACTION: prev})
 
     # ------------------------------------------------------------------ inference setup
     def prepare_for_inference(self, fast: bool | None = None, warmup: bool = True,
@@ -599,16 +644,72 @@ class Gemma3nVLAPolicy(PreTrainedPolicy):
 
     @torch.no_grad()
     def predict_action_chunk(self, batch: dict[str, Tensor], noise: Tensor | None = None,
-                             generator: torch.Generator | None = None, **kwargs: Any) -> Tensor:
-        """[B, chunk_size, action_dim] actions (normalized; the postprocessor unnormalizes)."""
+                             generator: torch.Generator | None = None, *, inference_delay: int | None = None,
+                             prev_chunk_left_over: Tensor | None = None, execution_horizon: int | None = None,
+                             **kwargs: Any) -> Tensor:
+        """[B, chunk_size, action_dim] actions (normalized; the postprocessor unnormalizes).
+
+        Real-time chunking, as LeRobot's SmolVLA/pi0 take it (``config.rtc_config`` enabled): the chunk is guided
+        towards ``prev_chunk_left_over``, the previous chunk's actions not yet executed when this observation
+        was taken, in this method's output space (normalized) and aligned with this chunk's first step; its first
+        ``inference_delay`` steps (executed before this chunk can take over) are frozen to them, the next ones up to
+        ``execution_horizon`` (default ``rtc_config.execution_horizon``) guided with decaying weight. Without a
+        leftover (the first chunk) or with RTC off the chunk is sampled as usual. A guided chunk runs on the fast
+        path when it is prepared (its guidance needs no autograd there), except with ``rtc_config.debug`` (LeRobot's
+        per-step tracker lives in the eager loop); on the eager path LeRobot's guidance takes a gradient, so it runs
+        outside ``torch.inference_mode`` even when called inside it."""
         if self.training:  # eval() walks thousands of modules (tens of ms per chunk); only when needed
             self.eval()
         self._validate_batch(batch, training=False)
-        fast = self._fast_sampler()
-        sample = fast.sample_actions if fast is not None else self.model.sample_actions
-        actions = sample(*self._inputs(batch), noise=noise, generator=generator)
+        if prev_chunk_left_over is not None and not self._rtc_enabled():
+            self._log_once("rtc_off", "prev_chunk_left_over given but config.rtc_config is not enabled: ignored "
+                                      "(set rtc_config=RTCConfig(enabled=True) and call init_rtc_processor())")
+        if prev_chunk_left_over is None or not self._rtc_enabled():
+            fast = self._fast_sampler()
+            if fast is not None:
+                actions = fast.sample_actions(*self._inputs(batch), noise=noise, generator=generator)
+            else:
+                actions = self.model.sample_actions(*self._inputs(batch), noise=noise, generator=generator,
+                                                    rtc_processor=self.rtc_processor)
+        else:
+            actions = self._sample_guided(batch, noise, generator, inference_delay, prev_chunk_left_over,
+                                          execution_horizon)
         actions = actions[:, :, : self.config.action_feature.shape[0]]
         return self._encode_actions(actions)
+
+    def _sample_guided(self, batch, noise, generator, inference_delay, prev_chunk_left_over, execution_horizon):
+        def integer(value: Any) -> int | None:  # ints of any kind (numpy's too), not bools or floats
+            return None if isinstance(value, bool) or not isinstance(value, numbers.Integral) else int(value)
+
+        delay, horizon = integer(inference_delay), integer(execution_horizon)
+        if delay is None or delay < 0:
+            raise ValueError(f"inference_delay must be an integer >= 0 with prev_chunk_left_over, got {inference_delay!r}")
+        if execution_horizon is not None and (horizon is None or horizon <= 0):
+            raise ValueError(f"execution_horizon must be None or an integer > 0, got {execution_horizon!r}")
+        inference_delay, execution_horizon = delay, horizon
+        if self.rtc_processor is None or self.rtc_processor.rtc_config is not self.config.rtc_config:
+            self.init_rtc_processor()  # rtc_config set or replaced without init_rtc_processor()
+        max_weight = self.config.rtc_config.max_guidance_weight
+        if isinstance(max_weight, bool) or not isinstance(max_weight, numbers.Real) or not 0 < max_weight < math.inf:
+            raise ValueError(f"rtc_config.max_guidance_weight must be a finite number > 0, got {max_weight!r}")
+        fast = self._fast_sampler()
+        if fast is not None and not self.rtc_processor.is_debug_enabled():
+            inputs = self._inputs(batch)
+            prev = self._rtc_prefix(prev_chunk_left_over, inputs[-1].shape[0], inputs[-1].device)
+            return fast.sample_actions(*inputs, noise=noise, generator=generator, rtc_processor=self.rtc_processor,
+                                       rtc_enabled=True, inference_delay=inference_delay, prev_chunk_left_over=prev,
+                                       execution_horizon=execution_horizon)
+        # LeRobot's guidance differentiates through x_t: step out of inference_mode (a caller's, e.g. the runner's)
+        # and work on ordinary tensors, or autograd refuses to save inference tensors.
+        with torch.inference_mode(False):
+            inputs = self._inputs(batch)
+            state = inputs[-1]
+            prev = self._rtc_prefix(prev_chunk_left_over, state.shape[0], state.device)
+            return self.model.sample_actions(
+                *inputs, noise=None if noise is None else noise.clone(), generator=generator,
+                rtc_processor=self.rtc_processor, rtc_enabled=True, inference_delay=inference_delay,
+                prev_chunk_left_over=prev, execution_horizon=execution_horizon,
+            )
 
     @torch.no_grad()
     def select_action(self, batch: dict[str, Tensor], noise: Tensor | None = None,

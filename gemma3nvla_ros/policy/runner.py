@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from gemma3nvla_ros.control.rtc import RTC_SCHEDULES
 from gemma3nvla_ros.policy.configuration_gemma3nvla import BACKBONE_DTYPES
 
 DTYPES = BACKBONE_DTYPES  # auto (as the checkpoint says), float32, bfloat16, float16
@@ -162,6 +163,9 @@ class PolicyRunner:
         self.policy, self.preprocessor, self.postprocessor = self._load(vlm_model_name)
         self._torch_device = torch.device(self.device)
         self.last_infer_s: float | None = None
+        # The last chunk as the policy returned it, before the postprocessor: normalized, the space real-time
+        # chunking's leftover must be given in.
+        self.last_normalized: NDArray[np.float64] | None = None
         self.fast_report: dict[str, Any] = {}  # what prepare_for_inference set up (warmup)
 
     def _load_config(self, dtype: str, vlm_model_name: str | None):
@@ -238,11 +242,31 @@ class PolicyRunner:
         }
 
     # ------------------------------------------------------------------ inference
-    def infer(self, values: Mapping[str, Any], noise: Any = None) -> NDArray[np.float64]:
-        """The action chunk ``(chunk_size, action_dim)`` in dataset units for ``Observation.values``.
+    def configure_rtc(self, enabled: bool, execution_horizon: int = 10, max_guidance_weight: float = 10.0,
+                      schedule: str = "LINEAR") -> None:
+        """Real-time chunking on or off, as LeRobot's rollout switches it (``config.rtc_config`` +
+        ``init_rtc_processor``). Call it from the thread that calls ``infer``."""
+        from lerobot.configs.types import RTCAttentionSchedule
+        from lerobot.policies.rtc.configuration_rtc import RTCConfig
+
+        if schedule not in RTC_SCHEDULES:
+            raise ValueError(f"unknown RTC schedule {schedule!r}: use one of {list(RTC_SCHEDULES)}")
+        self.policy.config.rtc_config = RTCConfig(
+            enabled=True, prefix_attention_schedule=RTCAttentionSchedule(schedule),
+            max_guidance_weight=float(max_guidance_weight), execution_horizon=int(execution_horizon),
+        ) if enabled else None
+        self.policy.init_rtc_processor()
+
+    def infer(self, values: Mapping[str, Any], noise: Any = None, *, inference_delay: int | None = None,
+              prev_chunk_left_over: Any = None, execution_horizon: int | None = None) -> NDArray[np.float64]:
+        """The action chunk ``(chunk_size, action_dim)`` in dataset units for ``Observation.values``; the policy's
+        own (normalized) output is kept in ``last_normalized``.
 
         ``noise`` (optional): the initial flow-matching noise ``(1, chunk_size, max_action_dim)``, for
         reproducible runs; by default it is drawn from torch's RNG as the policy does.
+        ``prev_chunk_left_over`` (normalized, ``(steps, action_dim)``), ``inference_delay``, ``execution_horizon``:
+        real-time chunking's inputs, passed to ``predict_action_chunk`` as LeRobot's rollout passes them (used
+        when ``configure_rtc`` switched it on).
         """
         import torch
         from lerobot.policies.utils import prepare_observation_for_inference
@@ -265,13 +289,20 @@ class PolicyRunner:
         if state_key not in values:
             raise ValueError(f"values lack {state_key!r} (float32 joint vector in dataset units)")
         observation[state_key] = np.asarray(values[state_key], dtype=np.float32)
+        rtc: dict[str, Any] = {}
+        if prev_chunk_left_over is not None:
+            rtc = {"inference_delay": inference_delay, "execution_horizon": execution_horizon,
+                   "prev_chunk_left_over": torch.as_tensor(np.asarray(prev_chunk_left_over, dtype=np.float32),
+                                                           device=self._torch_device)}
         start = time.perf_counter()
-        with torch.inference_mode():
+        # RTC guidance takes a gradient: no inference_mode around it (no_grad is enough for the rest).
+        with torch.no_grad() if rtc else torch.inference_mode():
             batch = prepare_observation_for_inference(observation, self._torch_device, task, None)
             batch = self.preprocessor(batch)
             if noise is not None:
                 noise = torch.as_tensor(noise, dtype=torch.float32, device=self._torch_device)
-            chunk = self.policy.predict_action_chunk(batch, noise=noise)
+            chunk = self.policy.predict_action_chunk(batch, noise=noise, **rtc)
+            self.last_normalized = chunk[0].to(torch.float64).cpu().numpy()  # a copy: the postprocessor may reuse it
             chunk = self.postprocessor(chunk)
         out = chunk[0].to(torch.float64).cpu().numpy()
         self.last_infer_s = time.perf_counter() - start

@@ -9,7 +9,9 @@ import pytest
 
 from gemma3nvla_ros.hardware.calibration import EXAMPLE_CALIBRATION, SO101_MOTORS, compare_with_servos, parse_calibration
 from gemma3nvla_ros.hardware.feetech_bus import BusError, BusPortError, FeetechBus, MotorsMissingError
-from gemma3nvla_ros.hardware.sts3215 import ARM_CONFIG, GRIPPER_CONFIG
+from gemma3nvla_ros.hardware.servo_config import ServoSettings, motor_settings
+
+LEROBOT = ServoSettings()  # LeRobot 0.6.1's values
 
 
 def test_connect_reports_missing_ids(sim):
@@ -44,12 +46,14 @@ def test_write_calibration_then_read_back(feetech, sim):
 
 
 def test_configure_writes_only_differences_then_nothing(feetech, sim):
+    sim.bus.servo(5).set_register("Phase", 0x1C)  # multi-turn angle feedback on: LeRobot clears bit 4 only
     changes = feetech.configure()
     assert "gripper.Max_Torque_Limit=500" in changes and "shoulder_pan.P_Coefficient=16" in changes
+    assert "wrist_roll.Phase=12" in changes and not any(c.startswith("wrist_flex.Phase") for c in changes)
     for servo in sim.bus.servos:
-        for reg, value in ARM_CONFIG.items():
-            assert servo.peek(reg) == value
-    assert sim.bus.servo(6).peek("Protection_Current") == GRIPPER_CONFIG["Protection_Current"]
+        for setting in motor_settings(LEROBOT, gripper=servo.servo_id == 6):
+            assert servo.peek(setting.register) == setting.wanted(0x0C if setting.register == "Phase" else 0)
+    assert sim.bus.servo(6).peek("Protection_Current") == 250
     assert sim.bus.servo(1).peek("Max_Torque_Limit") == 1000  # only the gripper is limited
     assert feetech.configure() == []
 
@@ -215,8 +219,8 @@ def test_recover_motor_after_a_brown_out_holds_where_it_fell(feetech, sim, clock
     held = feetech.recover_motor("elbow_flex")
     assert held == start[2] - 300
     assert elbow.torque_enabled and elbow.goal == held and elbow.peek("Lock") == 1
-    assert elbow.peek("Acceleration") == ARM_CONFIG["Acceleration"]
-    assert elbow.peek("Maximum_Acceleration") == ARM_CONFIG["Maximum_Acceleration"]
+    assert elbow.peek("Acceleration") == LEROBOT.acceleration
+    assert elbow.peek("Maximum_Acceleration") == LEROBOT.maximum_acceleration
     assert all(s.torque_enabled for s in sim.bus.servos)
     clock.advance(1.0)
     np.testing.assert_array_equal(feetech.read_positions(), [*start[:2], held, *start[3:]])
@@ -234,3 +238,64 @@ def test_recover_motor_with_an_active_alarm_fails_and_leaves_it_limp(feetech, si
     assert not sim.bus.servo(2).torque_enabled
     assert feetech.health["shoulder_lift"].torque_enabled is False
     assert feetech.health["shoulder_lift"].recoveries == 0
+
+
+@pytest.mark.parametrize("mode", ["checksum", "truncate"])
+def test_a_few_incorrect_status_packets_are_retried_and_the_rescue_counted(feetech, sim, mode):
+    """LeRobot's num_read_retries: two corrupted replies in a row ("Incorrect status packet", as a bad
+    checksum or cut short) and the third try answers; the read succeeds and says a retry rescued it."""
+    expected = feetech.read_positions()
+    sim.bus.set_faults(3, corrupt_next=2, corrupt_mode=mode)
+    np.testing.assert_array_equal(feetech.read_positions(), expected)
+    c = feetech.counters
+    assert (c.bad_checksum, c.retries, c.recovered, c.failed) == (2, 2, 1, 0)
+    assert feetech.health["elbow_flex"].bad_checksum == 2 and feetech.health["elbow_flex"].consecutive_failures == 0
+
+
+def test_persistently_incorrect_status_packets_fail_naming_the_motor(feetech, sim):
+    sim.bus.set_faults(4, corrupt_probability=1.0)
+    with pytest.raises(BusError, match="Incorrect status packet") as exc:
+        feetech.read_positions()
+    assert exc.value.motor == "wrist_flex"
+    c = feetech.counters
+    assert (c.bad_checksum, c.retries, c.recovered, c.failed) == (3, 2, 0, 1)
+    sim.bus.set_faults(4, corrupt_probability=0.0)
+    feetech.read_positions()
+    assert feetech.counters.failed == 1
+
+
+def test_retry_count_changed_at_run_time_applies_to_the_next_transaction(feetech, sim):
+    feetech.retries = 0
+    sim.bus.set_faults(2, drop_next=1)
+    with pytest.raises(BusError):
+        feetech.read_positions()
+    feetech.retries = 3
+    sim.bus.set_faults(2, corrupt_next=3)
+    feetech.read_positions()
+    assert feetech.counters.recovered == 1
+
+
+def test_set_gains_while_holding_keeps_torque_and_position(feetech, sim, clock):
+    feetech.configure()
+    feetech.enable_torque()
+    start = feetech.read_positions()
+    changes = feetech.set_gains(ServoSettings(position_p_coefficient=24, position_d_coefficient=20))
+    assert sorted(changes)[:2] == ["elbow_flex.D_Coefficient=20", "elbow_flex.P_Coefficient=24"]
+    assert len(changes) == 12
+    for servo in sim.bus.servos:
+        assert (servo.peek("P_Coefficient"), servo.peek("I_Coefficient"), servo.peek("D_Coefficient")) == (24, 0, 20)
+        assert servo.torque_enabled and servo.peek("Lock") == 1  # held throughout, EEPROM locked again
+    assert feetech.settings.position_p_coefficient == 24  # what a later configure() keeps
+    assert feetech.configure() == []
+    clock.advance(1.0)
+    np.testing.assert_array_equal(feetech.read_positions(), start)
+    assert feetech.set_gains(feetech.settings) == []
+
+
+def test_set_gains_on_a_silent_motor_raises_and_keeps_the_old_settings(feetech, sim):
+    feetech.configure()
+    sim.bus.set_faults(5, dead=True)
+    with pytest.raises(BusError) as exc:
+        feetech.set_gains(ServoSettings(position_p_coefficient=30))
+    assert exc.value.motor == "wrist_roll"
+    assert feetech.settings == LEROBOT

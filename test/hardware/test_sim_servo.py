@@ -161,3 +161,42 @@ def test_text_commands_for_tests_and_the_cli(clock):
     assert apply_command(bus, "power-off 9").startswith("error power-off 9")
     assert apply_command(bus, "explode 1").startswith("error explode 1: expected one of")
     assert apply_command(bus, "move 1").startswith("error")
+
+
+def test_reply_fault_commands_by_count_always_and_off(clock):
+    from gemma3nvla_ros.hardware.sim_bus import apply_command
+
+    bus = make_so101_bus(clock=clock)
+    ping = scs.instruction_packet(2, scs.INST_PING, [])
+    good = bus.handle(ping)
+    assert apply_command(bus, "corrupt 2 always truncate") == "ok corrupt 2 always truncate"
+    for _ in range(5):  # persistently: every reply cut short before its checksum
+        assert bus.handle(ping) == good[:-2]
+    assert apply_command(bus, "corrupt 2 off") == "ok corrupt 2 off"
+    assert bus.handle(ping) == good
+    assert apply_command(bus, "corrupt 2 1 checksum") == "ok corrupt 2 1 checksum"
+    bad = bus.handle(ping)
+    assert len(bad) == len(good) and bad[-1] != good[-1] and bus.handle(ping) == good  # once
+    assert apply_command(bus, "drop all 2") == "ok drop all 2"
+    assert [bus.handle(ping), bus.handle(ping), bus.handle(ping)] == [b"", b"", good]
+    assert bus.handle(scs.instruction_packet(5, scs.INST_PING, [])) == b""  # every servo
+    assert apply_command(bus, "drop 2 always") == "ok drop 2 always" and bus.handle(ping) == b""
+    assert apply_command(bus, "drop 2 1 truncate").startswith("error")
+    assert apply_command(bus, "corrupt 2 -1").startswith("error")
+
+
+def test_phase_bit_4_reports_positions_unwrapped(clock):
+    """Multi-turn angle feedback (Phase bit 4): a joint past its offset's wrap reads negative, the
+    overflow LeRobot 0.6.1 prevents by clearing the bit; cleared, the same joint reads 0..4095 again."""
+    servo = SimServo(1, clock=clock)
+    servo.set_register("Homing_Offset", 1000)
+    servo.push_to(3500.0)  # actual 4500 mod 4096 = 404: before its offset
+
+    def present() -> int:
+        return scs.decode_sign_magnitude(int.from_bytes(servo.read(*REG["Present_Position"]), "little"), 15)
+
+    assert present() == 3500
+    servo.set_register("Phase", 0x1C)
+    assert present() == 404 - 1000
+    servo.set_register("Phase", 0x0C)
+    assert present() == 3500

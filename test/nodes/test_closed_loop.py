@@ -259,3 +259,89 @@ def test_aggregator_rejects_bad_chunks_and_never_moves_for_them(ros, watch, star
         assert rejected, (reason, watch.value("action queue", "last_rejection"), agg.output)
     assert watch.commands == []  # nothing to execute: never started from a bad chunk
     assert "rejected action chunk" in agg.output
+
+
+def _set_param(ros, node, target: str, name: str, value):
+    client = node.create_client(SetParameters, f"{target}/set_parameters")
+    assert client.wait_for_service(timeout_sec=30.0)
+    request = SetParameters.Request()
+    request.parameters = [ParameterMsg(name=name, value=Parameter(name, value=value).get_parameter_value())]
+    future = client.call_async(request)
+    assert spin_until(ros, node, future.done, 10.0)
+    node.destroy_client(client)
+    return future.result().results[0]
+
+
+def test_real_time_chunking_closes_the_loop(ros, watch, start_node, checkpoint):
+    """`rtc: true`: chunks are flagged, guided by the previous chunk's leftover (after the first), executed by
+    the aggregator, commands stream with no step above the clamp; switching it off at run time works."""
+    procs = _start_loop(start_node, checkpoint, "-p", "rtc:=true")
+    assert spin_until(ros, watch.node, lambda: int(watch.value("policy", "rtc_guided_chunks") or 0) >= 3
+                      and int(watch.value("action queue", "rtc_chunks") or 0) >= 4, 180.0), procs["policy"].output
+    chunks = [c[1] for c in watch.chunks]
+    assert chunks and all(c.header.frame_id == "rtc" and len(c.points) == 50 for c in chunks)
+    assert int(watch.value("action queue", "rtc_chunks_retimed")) >= 1  # the first one: the arm was holding
+    assert int(watch.value("action queue", "chunks_rejected")) == 0
+    assert 0 <= int(watch.value("policy", "rtc_inference_delay")) <= 50
+    spin_for(ros, watch.node, 2.0)
+    stamps = [t for t, _ in watch.commands]
+    assert len(stamps) > 60 and np.diff(stamps[-60:]).max() < 0.5  # a stream, no gap for the watchdog
+    assert _max_step(watch.commands) <= 0.1 + 1e-9
+    assert "Traceback" not in procs["policy"].output
+
+    bad = _set_param(ros, watch.node, "/gemma3nvla_policy", "rtc_schedule", "CUBIC")
+    assert not bad.successful and "LINEAR" in bad.reason
+    assert _set_param(ros, watch.node, "/gemma3nvla_policy", "rtc", False).successful
+    n = len(watch.chunks)
+    assert spin_until(ros, watch.node, lambda: len(watch.chunks) >= n + 3, 60.0), procs["policy"].output
+    assert watch.chunks[-1][1].header.frame_id == ""  # plain chunks again: the aggregator blends them
+    assert watch.value("policy", "rtc") == "False"
+
+
+def test_aggregator_starts_a_late_first_rtc_chunk_at_its_first_step(ros, watch, start_node):
+    """A first chunk computed in 300 ms: by time its first 9 steps are past, but the arm was holding. An RTC
+    chunk runs from step 0; a plain one (LeRobot's semantics) drops the passed steps."""
+    names = ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper"]
+    state_pub = watch.node.create_publisher(sensor_msgs.msg.JointState, "/joint_states", 10)
+    chunk_pub = watch.node.create_publisher(trajectory_msgs.msg.JointTrajectory, "/action_chunk", QoSProfile(depth=10))
+    ramp = np.zeros((50, 6))
+    ramp[:, 0] = 0.01 * np.arange(50)
+
+    def first_command(frame_id: str) -> float:
+        agg = start_node(AGGREGATOR, name=f"aggregator_{frame_id or 'plain'}")
+        watch.commands.clear()
+
+        def joint_state():
+            msg = sensor_msgs.msg.JointState(name=names, position=[0.0] * 6)
+            msg.header.stamp = watch.node.get_clock().now().to_msg()
+            state_pub.publish(msg)
+
+        def chunk():
+            msg = trajectory_msgs.msg.JointTrajectory(joint_names=names)
+            msg.header.frame_id = frame_id
+            stamp = watch.node.get_clock().now().nanoseconds - 300_000_000
+            msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, 1_000_000_000)
+            for i, row in enumerate(ramp):
+                point = trajectory_msgs.msg.JointTrajectoryPoint(positions=list(row))
+                point.time_from_start.sec, point.time_from_start.nanosec = divmod(i * 33_333_333, 1_000_000_000)
+                msg.points.append(point)
+            return msg
+
+        sent = [0.0]
+
+        def feed():  # joint states, and the chunk every 0.3 s until it is executed (a first sample can be lost)
+            joint_state()
+            if not watch.commands and time.monotonic() - sent[0] > 0.3:
+                chunk_pub.publish(chunk())
+                sent[0] = time.monotonic()
+
+        assert spin_until(ros, watch.node, lambda: chunk_pub.get_subscription_count() > 0
+                          and state_pub.get_subscription_count() > 0, 30.0), agg.output
+        spin_for(ros, watch.node, 0.5, each=joint_state)
+        assert spin_until(ros, watch.node, lambda: feed() or len(watch.commands) >= 5, 15.0), agg.output
+        agg.stop()
+        spin_for(ros, watch.node, 0.5)
+        return watch.positions(watch.commands, 0)["shoulder_pan"]
+
+    assert first_command("rtc") == pytest.approx(0.0)  # step 0: the arm does not jump
+    assert first_command("") >= 0.09 - 1e-9  # step 9 or later: the plain strategies skip by time

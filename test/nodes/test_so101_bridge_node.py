@@ -389,3 +389,40 @@ def test_joint_far_outside_the_calibrated_range_refuses_to_enabletorque(start_no
     assert "wrist_flex" in proc.output and "outside the calibrated range" in proc.output
     assert torque(port) == [0] * 6
     assert abs(registers(port, 56)[3] - 2025) <= 2  # it did not move
+
+
+def test_incorrect_status_packets_are_retried_counted_and_persistent_ones_fault(ros, arm, start_node, standalone_sim):
+    """A couple of corrupted replies (LeRobot's "Incorrect status packet"): a retry rescues the read,
+    joint_states never stop, /diagnostics counts the rescue. Corrupted for good: no joint_states (none
+    stale), the fault on /diagnostics names the motor and the SDK's reason, the node lives; corruption
+    gone: it publishes again, fault cleared."""
+    port = standalone_sim()
+    sim = standalone_sim.procs[-1]
+    proc = start_node(
+        BRIDGE, "-p", f"port:={port}", "-p", f"calibration_file:={EXAMPLE_FILE}", "-p", "diagnostics_rate:=5.0",
+        name="bridge",
+    )
+    wait_states(ros, arm, proc)
+    assert spin_until(ros, arm.node, lambda: arm.bus_status() is not None, 10.0)
+    assert arm.bus_value("bus_retries") == "2"
+    # Counted from here: a loaded machine may already have had a late reply rescued by a retry.
+    rescued, failed = int(arm.bus_value("recovered_by_retry")), int(arm.bus_value("failed_after_retries"))
+
+    sim_command(sim, "corrupt 3 2 truncate")
+    assert spin_until(ros, arm.node, lambda: int(arm.bus_value("recovered_by_retry")) > rescued, 10.0), proc.output
+    assert int(arm.bus_value("failed_after_retries")) == failed and arm.bus_status().level[0] == 0
+    n = len(arm.states)
+    spin_for(ros, arm.node, 0.3)
+    assert len(arm.states) > n + 10
+
+    sim_command(sim, "corrupt 3 always checksum")
+    assert spin_until(ros, arm.node, lambda: "Incorrect status packet" in arm.bus_status().message, 10.0), proc.output
+    assert "elbow_flex" in arm.bus_status().message and arm.bus_status().level[0] == 1
+    spin_for(ros, arm.node, 0.2)  # a state already in flight
+    n, failed = len(arm.states), int(arm.bus_value("failed_after_retries"))
+    spin_for(ros, arm.node, 0.5)
+    assert len(arm.states) == n and int(arm.bus_value("failed_after_retries")) > failed
+    assert proc.proc.poll() is None
+
+    sim_command(sim, "corrupt 3 off")
+    assert spin_until(ros, arm.node, lambda: len(arm.states) > n + 10 and arm.bus_status().level[0] == 0, 10.0)

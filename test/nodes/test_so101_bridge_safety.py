@@ -226,3 +226,49 @@ def test_a_node_whose_output_pipe_breaks_stops_instead_of_running_unseen(standal
         proc.kill()
         pytest.fail("the bridge kept running with nobody reading its output")
     assert torque(port) == [0] * 6
+
+
+def test_servo_settings_at_start_and_pid_gains_at_run_time(ros, arm, start_node, standalone_sim):
+    """Start: the servos get the configured gains and LeRobot 0.6.1's settings (Phase bit 4 cleared on
+    servos that had multi-turn feedback on). Run time: new gains are written while the arm holds —
+    accepted means on the servos; out of range or a start-up-only setting is refused with the reason."""
+    port = standalone_sim("--phase", "0x1C")
+    proc = start_node(
+        BRIDGE, "-p", f"port:={port}", "-p", f"calibration_file:={EXAMPLE_FILE}", "-p", "position_p_coefficient:=20",
+        "-p", "diagnostics_rate:=5.0", name="bridge",
+    )
+    wait_states(ros, arm, proc)
+    assert spin_until(ros, arm.node, lambda: arm.bus_value("position_pid") == "20/0/32", 10.0), proc.output
+    reference = arm.positions()
+
+    refused = _set_parameters(ros, arm.node, position_d_coefficient=300)
+    assert not refused[0].successful  # rclpy's range check (0..255)
+    refused = _set_parameters(ros, arm.node, position_p_coefficient=0)
+    assert not refused[0].successful
+    refused = _set_parameters(ros, arm.node, acceleration=100)
+    assert not refused[0].successful and "read-only" in refused[0].reason.lower()
+    sim_command(standalone_sim.procs[-1], "dead 4 1")  # gains cannot reach wrist_flex: refused, undone
+    refused = _set_parameters(ros, arm.node, position_p_coefficient=30)
+    assert not refused[0].successful and "wrist_flex" in refused[0].reason, refused[0].reason
+    assert "previous gains are back on every other servo" in refused[0].reason
+    sim_command(standalone_sim.procs[-1], "dead 4 0")
+    assert spin_until(ros, arm.node, lambda: arm.bus_status().level[0] == 0, 10.0), arm.bus_status().message
+    assert arm.bus_value("position_pid") == "20/0/32"
+    since = len(arm.states)
+    assert _set_parameters(ros, arm.node, position_p_coefficient=24, position_d_coefficient=20)[0].successful
+    assert _set_parameters(ros, arm.node, bus_retries=4)[0].successful
+    assert spin_until(
+        ros, arm.node, lambda: arm.bus_value("position_pid") == "24/0/20" and arm.bus_value("bus_retries") == "4", 10.0
+    ), proc.output
+    assert max(arm.max_excursion(since, reference).values()) < 0.005  # held still throughout
+    assert arm.bus_value("watchdog") is not None and arm.bus_status().level[0] == 0, arm.bus_status().message
+    assert all(arm.motor_value(n, "torque") == "on" for n in NAMES)
+
+    assert _set_parameters(ros, arm.node, on_shutdown="hold")[0].successful
+    assert proc.stop() == 0, proc.output
+    assert torque(port) == [1] * 6
+    assert registers(port, 21, size=1) == [24] * 6  # P_Coefficient
+    assert registers(port, 22, size=1) == [20] * 6  # D_Coefficient
+    assert registers(port, 18, size=1) == [0x0C] * 6  # Phase: bit 4 cleared, the rest kept
+    assert registers(port, 7, size=1) == [0] * 6  # Return_Delay_Time
+    assert registers(port, 16)[5] == 500  # the gripper's Max_Torque_Limit

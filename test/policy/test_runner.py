@@ -93,6 +93,33 @@ def test_chunk_equals_policy_and_processors_by_hand(runner, contract, demo_dir):
     assert not np.array_equal(a, got)
 
 
+def test_rtc_leftover_is_taken_in_the_policys_normalized_space(runner, contract):
+    """The node keeps ``last_normalized`` (what predict_action_chunk returned, before unnormalizing) and gives
+    its rest back as the leftover: with RTC on, the new chunk's frozen steps follow it in dataset units too."""
+    obs = values(contract, seed=7)
+    shape = (1, runner.config.chunk_size, runner.config.max_action_dim)
+    noise = lambda seed: torch.randn(*shape, generator=torch.Generator().manual_seed(seed))  # noqa: E731
+    previous = runner.infer(obs, noise=noise(1))
+    normalized = runner.last_normalized.copy()
+    stats = runner.postprocessor.steps[0].stats["action"]
+    std, mean = (np.asarray(stats[k], dtype=np.float64) for k in ("std", "mean"))
+    np.testing.assert_allclose(previous, normalized * std + mean, rtol=1e-6, atol=1e-5)  # it is the normalized one
+
+    plain = runner.infer(obs, noise=noise(2))
+    runner.configure_rtc(True, execution_horizon=10)
+    try:
+        guided = runner.infer(obs, noise=noise(2), inference_delay=4, prev_chunk_left_over=normalized[20:],
+                              execution_horizon=10)
+    finally:
+        runner.configure_rtc(False)
+    assert runner.policy.config.rtc_config is None
+    frozen_plain = np.abs(plain[:4] - previous[20:24]).mean()
+    frozen_guided = np.abs(guided[:4] - previous[20:24]).mean()
+    assert frozen_guided < 0.2 * frozen_plain, (frozen_guided, frozen_plain)
+    with pytest.raises(ValueError, match="unknown RTC schedule"):
+        runner.configure_rtc(True, schedule="CUBIC")
+
+
 def test_infer_refuses_frames_at_another_resolution(runner, contract):
     obs = values(contract)
     obs["observation.images.top"] = np.zeros((480, 640, 3), np.uint8)

@@ -19,6 +19,7 @@ need. The differences covered:
   ``<layer_type>_inv_freq``), 4.x two (``rotary_emb`` global, ``rotary_emb_local`` sliding); a decoder layer
   takes its layer type's ``position_embeddings`` and returns the AltUp streams in 5.x, takes global and local
   embeddings and returns a 1-tuple in 4.x;
+* the flow-matching Euler loop with LeRobot's RTC hook: LeRobot 0.6's ``euler_integrate``, none in 0.4.4;
 * ``LeRobotDataset.create``'s video codec: an ``RGBEncoderConfig`` in 0.6, a ``vcodec`` string in 0.4.4;
 * what transformers 5 writes into a local backbone directory (tokenizer class, special tokens, RoPE bases),
   rewritten so that transformers 4.57 reads it too (``make_backbone_dir_portable``);
@@ -33,6 +34,7 @@ under one stack loads under the other and predicts the same actions.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from importlib.metadata import version
 from pathlib import Path
@@ -59,6 +61,16 @@ def newline_task_step() -> Any:
     else:
         from lerobot.policies.smolvla.processor_smolvla import SmolVLANewLineProcessor as NewLineTaskProcessorStep
     return NewLineTaskProcessorStep()
+
+
+def lerobot_euler_integrate() -> Callable[..., Any] | None:
+    """LeRobot 0.6's flow-matching Euler loop with the RTC hook (``lerobot.policies.common.flow_matching``);
+    None on 0.4.4, which has none (``policy.flow_matching`` carries SmolVLA 0.4.4's identical loop)."""
+    if not LEROBOT_06:
+        return None
+    from lerobot.policies.common.flow_matching import euler_integrate
+
+    return euler_integrate
 
 
 def dataset_video_kwargs(vcodec: str) -> dict[str, Any]:

@@ -6,7 +6,8 @@ LeRobot 0.6 factored the loop its openpi-style policies (pi0, pi05, smolvla) sha
 ``euler_integrate`` below is that loop, statement for statement, so both LeRobots integrate and guide the
 same way (``test_flow_matching_rtc`` checks the two against each other where 0.6 is installed).
 
-This module imports only torch (and LeRobot 0.6's function when present), so it can be loaded on its own.
+This module imports only torch (and LeRobot 0.6's function, through ``gemma3nvla_ros.compat``), so it can be
+loaded on its own.
 """
 from __future__ import annotations
 
@@ -16,10 +17,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-try:
-    from lerobot.policies.common.flow_matching import euler_integrate as lerobot_euler_integrate
-except ImportError:  # LeRobot 0.4.x
-    lerobot_euler_integrate = None
+from gemma3nvla_ros.compat import lerobot_euler_integrate as _lerobot_euler_integrate
+
+lerobot_euler_integrate = _lerobot_euler_integrate()  # None on LeRobot 0.4.4
 
 
 def _euler_integrate_lerobot04(

@@ -431,8 +431,9 @@ class Gemma3nVLAPolicy(PreTrainedPolicy):
         if vlm.expert.norm.weight.dtype != dtype:
             self._fast = None
             vlm.expert.to(dtype)
+        self._inference_prepared = True  # from here on the caller's choice of path stands
         if fast is None:
-            fast = cfg.fast_inference == "on" or (cfg.fast_inference == "auto" and device.type == "cuda")
+            fast = self._wants_fast()
         report: dict[str, Any] = {"path": "fast" if fast else "eager", "device": str(device),
                                   "expert_dtype": str(dtype).replace("torch.", ""),
                                   "host_embeddings": vlm.host_embeddings}
@@ -471,9 +472,23 @@ class Gemma3nVLAPolicy(PreTrainedPolicy):
         batch[OBS_LANGUAGE_ATTENTION_MASK] = torch.ones_like(tokens, dtype=torch.bool).to(device)
         return batch
 
+    def _wants_fast(self) -> bool:
+        mode, device = self.config.fast_inference, self.model.action_in_proj.weight.device
+        return mode == "on" or (mode == "auto" and device.type == "cuda")
+
     def _fast_sampler(self):
+        if self.training:
+            return None
         fast = getattr(self, "_fast", None)
-        if fast is None or self.training:
+        if fast is None and not getattr(self, "_inference_prepared", False) and self._wants_fast():
+            # Callers that never call prepare_for_inference() (lerobot-rollout, lerobot-eval) still get the fast
+            # path config.fast_inference asks for; its compile and capture then happen in the first chunks.
+            self._log_once("lazy_fast", "setting the fast inference path up on the first chunk (compile and "
+                                        "CUDA-graph capture take minutes once; prepare_for_inference() at start "
+                                        "does it before the first real chunk)")
+            self.prepare_for_inference(fast=True, warmup=False)
+            fast = self._fast
+        if fast is None:
             return None
         if fast.device != self.model.action_in_proj.weight.device:  # moved since: its buffers and graphs are stale
             self._fast = None

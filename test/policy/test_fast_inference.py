@@ -159,6 +159,29 @@ def test_prepare_for_inference_and_select_action(tiny_backbone):
     assert policy._fast is None
 
 
+def test_first_chunk_sets_up_the_fast_path_when_nobody_prepared_it(tiny_backbone):
+    """lerobot-rollout and lerobot-eval never call prepare_for_inference(): fast_inference="on" (or "auto" on
+    CUDA) must still give them the fast path, with the eager path's actions; an explicit choice stands."""
+    from gemma3nvla_ros.policy.modeling_gemma3nvla import Gemma3nVLAPolicy
+
+    vlm_dir, _ = tiny_backbone
+    torch.manual_seed(1)
+    policy = Gemma3nVLAPolicy(make_config(vlm_dir, num_expert_layers=-1, fast_inference="on")).eval()
+    batch = make_batch(policy.config, batch_size=1, seed=9, with_actions=False)
+    noise = torch.randn(1, policy.config.chunk_size, policy.config.max_action_dim)
+    policy.prepare_for_inference(fast=False, warmup=False)
+    ref = policy.predict_action_chunk(batch, noise=noise)
+    assert policy._fast is None  # chosen explicitly: stays eager
+
+    policy._inference_prepared = False  # as loaded, never prepared
+    out = policy.predict_action_chunk(batch, noise=noise)
+    assert policy._fast is not None and rel(out, ref) <= TOL
+
+    auto = Gemma3nVLAPolicy(make_config(vlm_dir, num_expert_layers=-1)).eval()  # "auto" on the CPU: eager
+    auto.predict_action_chunk(batch)
+    assert getattr(auto, "_fast", None) is None
+
+
 def test_config_validates_fast_fields(tiny_backbone):
     vlm_dir, _ = tiny_backbone
     for field, value in (("fast_inference", "sometimes"), ("fast_attention", "flash"), ("inference_expert_dtype", "int8")):

@@ -14,7 +14,8 @@ if [ $# -gt 0 ]; then
   exec .venv/bin/python -m pytest "$@"
 fi
 
-OTHER_STACK_TESTS=(test/policy test/hardware/test_lerobot_parity.py test/tools test/nodes/test_policy_node.py)
+OTHER_STACK_TESTS=(test/policy test/control test/hardware test/test_contract.py test/nodes/test_closed_loop.py
+                   test/tools/test_bag_to_dataset.py test/tools/test_eval_bag.py test/tools/test_record_roundtrip.py)
 
 status=0
 .venv/bin/python -m pytest test || status=$?

@@ -10,22 +10,16 @@ from __future__ import annotations
 import json
 
 import pytest
-from packaging.version import Version
 
+from gemma3nvla_ros import compat
 from gemma3nvla_ros.hardware.calibration import EXAMPLE_CALIBRATION, SO101_MOTORS
 from gemma3nvla_ros.hardware.sim_bus import PtySimBus
 from gemma3nvla_ros.hardware.sim_servo import SimServoBus, make_so101_bus
 from gemma3nvla_ros.hardware.sts3215 import EEPROM_END, REG
 
-try:
-    import lerobot
-
-    _LEROBOT = Version(lerobot.__version__)
-except ImportError:
-    _LEROBOT = None
 pytestmark = pytest.mark.skipif(
-    _LEROBOT is None or _LEROBOT < Version("0.6"),
-    reason=f"needs LeRobot >= 0.6 as the reference (found {_LEROBOT or 'none'}): run it in the Python 3.12 venv",
+    not compat.LEROBOT_06,
+    reason=f"needs LeRobot >= 0.6 as the reference (found {compat.LEROBOT_VERSION}): run it in the Python 3.12 venv",
 )
 
 # RAM registers LeRobot's configure() writes or its torque handling leaves set (Goal_Position is left

@@ -37,21 +37,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from packaging.version import Version
 
+from gemma3nvla_ros import compat
 from gemma3nvla_ros.hardware.calibration import EXAMPLE_CALIBRATION, SO101_MOTORS
 from gemma3nvla_ros.hardware.sim_bus import PtySimBus
 from gemma3nvla_ros.hardware.sim_servo import make_so101_bus
 
-try:
-    import lerobot
-
-    _LEROBOT = Version(lerobot.__version__)
-except ImportError:
-    _LEROBOT = None
 pytestmark = pytest.mark.skipif(
-    _LEROBOT is None or _LEROBOT < Version("0.6"),
-    reason=f"lerobot-rollout appeared in LeRobot 0.6 (found {_LEROBOT or 'none'}): run it in the Python 3.12 venv",
+    not compat.LEROBOT_06,
+    reason=f"lerobot-rollout appeared in LeRobot 0.6 (found {compat.LEROBOT_VERSION}): run it in the Python 3.12 venv",
 )
 
 REPO = Path(__file__).resolve().parents[2]

@@ -185,10 +185,20 @@ class FeetechBus:
                     pass
             self._port = None
 
-    def connect(self) -> None:
-        """Open the port and check that every motor answers with the STS3215 model number."""
+    def connect(self, wait_s: float = 0.0) -> None:
+        """Open the port and check that every motor answers with the STS3215 model number. ``wait_s``: keep
+        asking for that long while motors are missing (a bus that has just come up: the simulator's process
+        on a loaded machine, servos just powered) before giving up with the missing ids."""
         self.open()
-        self.ping_all()
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                self.ping_all()
+                return
+            except MotorsMissingError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.1)
 
     # -- transactions ---------------------------------------------------------------------------------
     def _prepare(self) -> None:

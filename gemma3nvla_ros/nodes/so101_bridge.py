@@ -266,7 +266,8 @@ class So101Bridge(CheckedParameters, Node):
         self.bus = FeetechBus(self.port, self.motors, timeout_ms=self.bus_timeout_ms, retries=self.bus_retries,
                               settings=self.servo_settings)
         try:
-            self.bus.connect()
+            # The simulator is a process started just now: on a loaded machine its first replies can be late.
+            self.bus.connect(wait_s=5.0 if self.mode == "sim" else 0.0)
             self._check_servo_calibration()
             changes = self.bus.configure(gripper=self.gripper)
             if changes:

@@ -188,7 +188,8 @@ class So101Leader(CheckedParameters, Node):
             log.info(f"simulated leader on {self.port} (sim_motion: {self.sim_motion})")
         self.bus = FeetechBus(self.port, self.motors, timeout_ms=self.bus_timeout_ms, retries=self.bus_retries)
         try:
-            self._connect()
+            # The simulator is a process started just now: on a loaded machine its first replies can be late.
+            self._connect(wait_s=5.0 if self.mode == "sim" else 0.0)
         except BusError as exc:
             raise StartupError(str(exc)) from exc
         self.connected = True
@@ -202,10 +203,10 @@ class So101Leader(CheckedParameters, Node):
             f"({self.mapping.description})"
         )
 
-    def _connect(self) -> None:
+    def _connect(self, wait_s: float = 0.0) -> None:
         """Open, check the calibration in servo memory, torque off, LeRobot's leader configuration."""
         assert self.bus is not None
-        self.bus.connect()
+        self.bus.connect(wait_s=wait_s)
         diffs = compare_with_servos(self.calibration, self.bus.read_calibration())
         if diffs:
             if not self.write_calibration:

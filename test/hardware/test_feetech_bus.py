@@ -26,6 +26,25 @@ def test_connect_reports_missing_ids(sim):
     bus.close()
 
 
+def test_connect_waits_for_a_bus_that_comes_up_late(sim):
+    """The bridge's sim mode starts the simulator's process just before connecting: motors that answer only
+    after a moment are found with ``wait_s``, and still reported missing when they never answer."""
+    import threading
+
+    sim.bus.set_faults(1, dead=True)
+    waiting = FeetechBus(sim.port, SO101_MOTORS, timeout_ms=20.0, retries=0)
+    threading.Timer(0.4, sim.bus.set_faults, args=(1,), kwargs={"dead": False}).start()
+    waiting.connect(wait_s=5.0)  # answers after ~0.4 s: no error
+    waiting.close()
+    sim.bus.set_faults(1, dead=True)
+    impatient = FeetechBus(sim.port, SO101_MOTORS, timeout_ms=20.0, retries=0)
+    t0 = time.monotonic()
+    with pytest.raises(MotorsMissingError, match="1 \\(shoulder_pan\\)"):
+        impatient.connect(wait_s=0.3)
+    assert time.monotonic() - t0 >= 0.3
+    impatient.close()
+
+
 def test_open_bad_port_is_clear():
     bus = FeetechBus("/dev/does-not-exist-so101", SO101_MOTORS)
     with pytest.raises(BusPortError, match="Cannot open servo bus port '/dev/does-not-exist-so101'"):

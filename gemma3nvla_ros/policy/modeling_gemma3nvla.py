@@ -480,9 +480,10 @@ class Gemma3nVLAPolicy(PreTrainedPolicy):
         if self.training:
             return None
         fast = getattr(self, "_fast", None)
-        if fast is None and not getattr(self, "_inference_prepared", False) and self._wants_fast():
-            # Callers that never call prepare_for_inference() (lerobot-rollout, lerobot-eval) still get the fast
-            # path config.fast_inference asks for; its compile and capture then happen in the first chunks.
+        if fast is None and not getattr(self, "_inference_prepared", False) and self.config.fast_inference == "on":
+            # Callers that never call prepare_for_inference() (lerobot-rollout, lerobot-eval) get the fast path
+            # when the config says "on"; its compile and capture then happen in the first chunks. Not for "auto":
+            # lerobot-train's evaluation would get the expert cast to bfloat16 under its optimizer.
             self._log_once("lazy_fast", "setting the fast inference path up on the first chunk (compile and "
                                         "CUDA-graph capture take minutes once; prepare_for_inference() at start "
                                         "does it before the first real chunk)")

@@ -160,8 +160,8 @@ def test_prepare_for_inference_and_select_action(tiny_backbone):
 
 
 def test_first_chunk_sets_up_the_fast_path_when_nobody_prepared_it(tiny_backbone):
-    """lerobot-rollout and lerobot-eval never call prepare_for_inference(): fast_inference="on" (or "auto" on
-    CUDA) must still give them the fast path, with the eager path's actions; an explicit choice stands."""
+    """lerobot-rollout and lerobot-eval never call prepare_for_inference(): fast_inference="on" must still give
+    them the fast path, with the eager path's actions; an explicit choice stands; "auto" never casts lazily."""
     from gemma3nvla_ros.policy.modeling_gemma3nvla import Gemma3nVLAPolicy
 
     vlm_dir, _ = tiny_backbone
@@ -177,7 +177,7 @@ def test_first_chunk_sets_up_the_fast_path_when_nobody_prepared_it(tiny_backbone
     out = policy.predict_action_chunk(batch, noise=noise)
     assert policy._fast is not None and rel(out, ref) <= TOL
 
-    auto = Gemma3nVLAPolicy(make_config(vlm_dir, num_expert_layers=-1)).eval()  # "auto" on the CPU: eager
+    auto = Gemma3nVLAPolicy(make_config(vlm_dir, num_expert_layers=-1)).eval()  # "auto": only prepare_for_inference
     auto.predict_action_chunk(batch)
     assert getattr(auto, "_fast", None) is None
 

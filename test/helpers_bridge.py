@@ -45,11 +45,7 @@ class Arm:
 
     def bus_status(self):
         """The latest servo-bus DiagnosticStatus (level, message, values), or None."""
-        for array in reversed(self.diags):
-            for status in array.status:
-                if status.name.endswith("servo bus"):
-                    return status
-        return None
+        return latest_bus_status(self.diags)
 
     def bus_value(self, key: str) -> str | None:
         for array in reversed(self.diags):
@@ -117,3 +113,12 @@ def call_enable(ros, node, timeout: float = 10.0):
     assert spin_until(ros, node, future.done, timeout)
     node.destroy_client(client)
     return future.result()
+
+
+def latest_bus_status(diags):
+    """The newest DiagnosticStatus named "... servo bus" in a list of DiagnosticArray messages, or None."""
+    for array in reversed(diags):
+        for status in array.status:
+            if status.name.endswith("servo bus"):
+                return status
+    return None

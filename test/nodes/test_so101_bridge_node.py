@@ -22,6 +22,16 @@ from helpers_bridge import (
 from helpers_ros import spin_for, spin_until
 
 
+def _bridge_on_standalone_sim(start_node, standalone_sim, *params: str):
+    """A bridge on a simulator of its own process (commands on its stdin), diagnostics at 5 Hz; extra
+    ``name:=value`` parameters."""
+    port = standalone_sim()
+    args = [BRIDGE, "-p", f"port:={port}", "-p", f"calibration_file:={EXAMPLE_FILE}", "-p", "diagnostics_rate:=5.0"]
+    for p in params:
+        args += ["-p", p]
+    return start_node(*args, name="bridge"), standalone_sim.procs[-1]
+
+
 def test_joint_states_follow_commands(ros, arm, start_node):
     proc = start_node(BRIDGE, "-p", "mode:=sim", "-p", "max_relative_target:=0.05", name="bridge")
     wait_states(ros, arm, proc)
@@ -215,12 +225,7 @@ def test_brown_out_while_commanded_holds_where_the_joint_fell(ros, arm, start_no
     command when it loses power and falls to 0 rad. Once back, it must hold at 0 rad: not driven back
     to the stale 0.3 rad target, not to the lower limit its reset goal register points at, while the
     gripper keeps following its commands."""
-    port = standalone_sim()
-    sim = standalone_sim.procs[-1]
-    proc = start_node(
-        BRIDGE, "-p", f"port:={port}", "-p", f"calibration_file:={EXAMPLE_FILE}", "-p", "max_relative_target:=0.05",
-        "-p", "diagnostics_rate:=5.0", name="bridge",
-    )
+    proc, sim = _bridge_on_standalone_sim(start_node, standalone_sim, "max_relative_target:=0.05")
     wait_states(ros, arm, proc)
     target = {"elbow_flex": 0.3, "gripper": 0.0}
     assert spin_until(
@@ -250,12 +255,7 @@ def test_brown_out_while_commanded_holds_where_the_joint_fell(ros, arm, start_no
 def test_motor_that_only_missed_replies_is_not_reset(ros, arm, start_node, standalone_sim):
     """A data-line fault: the motor is silent for a while but keeps power and torque. Nothing was
     lost, so nothing is re-enabled or counted (its target is not reset either)."""
-    port = standalone_sim()
-    sim = standalone_sim.procs[-1]
-    proc = start_node(
-        BRIDGE, "-p", f"port:={port}", "-p", f"calibration_file:={EXAMPLE_FILE}", "-p", "diagnostics_rate:=5.0",
-        name="bridge",
-    )
+    proc, sim = _bridge_on_standalone_sim(start_node, standalone_sim)
     wait_states(ros, arm, proc)
     sim_command(sim, "dead 5 1")
     assert spin_until(ros, arm.node, lambda: arm.motor_level("wrist_roll") == 2, 10.0), proc.output
@@ -270,12 +270,7 @@ def test_motor_that_only_missed_replies_is_not_reset(ros, arm, start_node, stand
 def test_motor_back_far_outside_its_range_stays_limp(ros, arm, start_node, standalone_sim):
     """A joint that fell far outside its calibrated range while unpowered is not re-enabled (the
     firmware would pull it to the limit at full speed), as at start-up; once moved back inside, it is."""
-    port = standalone_sim()
-    sim = standalone_sim.procs[-1]
-    proc = start_node(
-        BRIDGE, "-p", f"port:={port}", "-p", f"calibration_file:={EXAMPLE_FILE}", "-p", "diagnostics_rate:=5.0",
-        name="bridge",
-    )
+    proc, sim = _bridge_on_standalone_sim(start_node, standalone_sim)
     wait_states(ros, arm, proc)
     low = EXAMPLE_CALIBRATION["wrist_flex"]["range_min"]
     sim_command(sim, "power-off 4")
@@ -296,12 +291,7 @@ def test_torque_trip_waits_for_the_operator_once_its_alarm_clears(ros, arm, star
     """An overload trip (often a collision) switches torque off by itself while the motor keeps
     answering: limp and an ERROR while the alarm lasts, and — by default — still limp after it clears,
     until an operator calls ~/enable; then re-enabled where it stands."""
-    port = standalone_sim()
-    sim = standalone_sim.procs[-1]
-    proc = start_node(
-        BRIDGE, "-p", f"port:={port}", "-p", f"calibration_file:={EXAMPLE_FILE}", "-p", "diagnostics_rate:=5.0",
-        name="bridge",
-    )
+    proc, sim = _bridge_on_standalone_sim(start_node, standalone_sim)
     wait_states(ros, arm, proc)
     assert spin_until(ros, arm.node, lambda: arm.motor_value("shoulder_lift", "torque") == "on", 10.0)
     sim_command(sim, "alarm 2 32")  # overload: in Unloading_Condition, torque off
@@ -320,12 +310,7 @@ def test_torque_trip_waits_for_the_operator_once_its_alarm_clears(ros, arm, star
 
 
 def test_torque_trip_is_re_enabled_by_itself_with_auto_recovery(ros, arm, start_node, standalone_sim):
-    port = standalone_sim()
-    sim = standalone_sim.procs[-1]
-    proc = start_node(
-        BRIDGE, "-p", f"port:={port}", "-p", f"calibration_file:={EXAMPLE_FILE}", "-p", "diagnostics_rate:=5.0",
-        "-p", "overload_recovery:=auto", name="bridge",
-    )
+    proc, sim = _bridge_on_standalone_sim(start_node, standalone_sim, "overload_recovery:=auto")
     wait_states(ros, arm, proc)
     sim_command(sim, "alarm 2 32")
     assert spin_until(ros, arm.node, lambda: arm.motor_value("shoulder_lift", "torque") == "off", 10.0), proc.output
@@ -396,12 +381,7 @@ def test_incorrect_status_packets_are_retried_counted_and_persistent_ones_fault(
     joint_states never stop, /diagnostics counts the rescue. Corrupted for good: no joint_states (none
     stale), the fault on /diagnostics names the motor and the SDK's reason, the node lives; corruption
     gone: it publishes again, fault cleared."""
-    port = standalone_sim()
-    sim = standalone_sim.procs[-1]
-    proc = start_node(
-        BRIDGE, "-p", f"port:={port}", "-p", f"calibration_file:={EXAMPLE_FILE}", "-p", "diagnostics_rate:=5.0",
-        name="bridge",
-    )
+    proc, sim = _bridge_on_standalone_sim(start_node, standalone_sim)
     wait_states(ros, arm, proc)
     assert spin_until(ros, arm.node, lambda: arm.bus_status() is not None, 10.0)
     assert arm.bus_value("bus_retries") == "2"

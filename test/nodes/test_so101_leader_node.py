@@ -9,7 +9,7 @@ import pytest
 from gemma3nvla_ros.control import units
 from gemma3nvla_ros.hardware.calibration import EXAMPLE_CALIBRATION
 
-from helpers_bridge import EXAMPLE_FILE, NAMES, sim_command, torque
+from helpers_bridge import EXAMPLE_FILE, NAMES, latest_bus_status, sim_command, torque
 from helpers_ros import spin_for, spin_until
 
 LEADER = "gemma3nvla_ros.nodes.so101_leader"
@@ -33,11 +33,7 @@ class Commands:
         return dict(zip(self.msgs[-1].name, self.msgs[-1].position))
 
     def bus_status(self):
-        for array in reversed(self.diags):
-            for status in array.status:
-                if status.name.endswith("servo bus"):
-                    return status
-        return None
+        return latest_bus_status(self.diags)
 
 
 def _set(ros, node, **values):

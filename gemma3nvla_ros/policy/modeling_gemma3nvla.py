@@ -308,7 +308,7 @@ class Gemma3nVLAPolicy(PreTrainedPolicy):
         with no_init_weights() if from_checkpoint else contextlib.nullcontext():
             self.model = VLAFlowMatching(config, load_vlm_weights=config.load_vlm_weights and not from_checkpoint)
         self._fast = None
-        self._rtc_logged: set[str] = set()
+        self._logged_once: set[str] = set()
         self.init_rtc_processor()
         self.parameter_counts = self._count_parameters()
         logger.info(
@@ -377,8 +377,8 @@ class Gemma3nVLAPolicy(PreTrainedPolicy):
         return self.config.rtc_config is not None and bool(self.config.rtc_config.enabled)
 
     def _log_once(self, key: str, message: str) -> None:
-        if key not in self._rtc_logged:
-            self._rtc_logged.add(key)
+        if key not in self._logged_once:
+            self._logged_once.add(key)
             logger.warning(message)
 
     def _rtc_prefix(self, leftover: Any, bsize: int, device: torch.device) -> Tensor:
@@ -433,7 +433,7 @@ class Gemma3nVLAPolicy(PreTrainedPolicy):
             vlm.expert.to(dtype)
         self._inference_prepared = True  # from here on the caller's choice of path stands
         if fast is None:
-            fast = self._wants_fast()
+            fast = cfg.fast_inference == "on" or (cfg.fast_inference == "auto" and device.type == "cuda")
         report: dict[str, Any] = {"path": "fast" if fast else "eager", "device": str(device),
                                   "expert_dtype": str(dtype).replace("torch.", ""),
                                   "host_embeddings": vlm.host_embeddings}
@@ -471,10 +471,6 @@ class Gemma3nVLAPolicy(PreTrainedPolicy):
         batch[OBS_LANGUAGE_TOKENS] = tokens.to(device)
         batch[OBS_LANGUAGE_ATTENTION_MASK] = torch.ones_like(tokens, dtype=torch.bool).to(device)
         return batch
-
-    def _wants_fast(self) -> bool:
-        mode, device = self.config.fast_inference, self.model.action_in_proj.weight.device
-        return mode == "on" or (mode == "auto" and device.type == "cuda")
 
     def _fast_sampler(self):
         if self.training:

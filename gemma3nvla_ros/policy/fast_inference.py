@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import logging
 import math
-import numbers
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -60,6 +59,7 @@ from torch import Tensor
 from transformers.models.gemma3n.modeling_gemma3n import apply_rotary_pos_emb, repeat_kv
 
 from .gemma3n_with_expert import _KVRecorder
+from .input_checks import count
 
 logger = logging.getLogger(__name__)
 
@@ -130,13 +130,6 @@ def rtc_guidance_weights(num_steps: int, max_guidance_weight: float) -> Tensor:
         c = torch.nan_to_num((1 - tau) / tau, posinf=mgw)
         out[step] = torch.minimum(torch.nan_to_num(c * inv_r2, posinf=mgw), cap)
     return out
-
-
-def _count(value: Any) -> int | None:
-    """An integer >= 0 of any kind (numpy's too), else None (bools and floats included)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-        return None
-    return int(value)
 
 
 # ----------------------------------------------------------------------------------------------- buffers
@@ -340,8 +333,8 @@ class FastSampler:
         if rtc_processor is None:
             raise ValueError("rtc_enabled with a prev_chunk_left_over needs an rtc_processor.")
         cfg = rtc_processor.rtc_config
-        delay = _count(inference_delay)
-        horizon = _count(cfg.execution_horizon if execution_horizon is None else execution_horizon)
+        delay = count(inference_delay)
+        horizon = count(cfg.execution_horizon if execution_horizon is None else execution_horizon)
         if delay is None or horizon is None or horizon == 0:
             raise ValueError(f"inference_delay must be an integer >= 0 and execution_horizon an integer > 0, got "
                              f"{inference_delay!r} and {execution_horizon!r} (config: {cfg.execution_horizon!r}).")

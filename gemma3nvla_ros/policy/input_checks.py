@@ -6,6 +6,7 @@ inside LeRobot with a bare error (a state of the wrong width, no task).
 """
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,6 +20,14 @@ PIXEL_SLACK = 1e-3
 
 class InputRefused(ValueError):
     """An input the policy will not act on (or train on); ``str()`` says which and what was expected."""
+
+
+def count(value: Any) -> int | None:
+    """An integer >= 0 of any kind (numpy's too) as an int; None for anything else, bools and floats included
+    (RTC's ``inference_delay`` / ``execution_horizon``)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        return None
+    return int(value)
 
 
 def _samples(rows: Tensor, ids: Any = None) -> str:

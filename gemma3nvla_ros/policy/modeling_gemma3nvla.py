@@ -48,7 +48,7 @@ from gemma3nvla_ros.compat import no_init_weights
 from .configuration_gemma3nvla import Gemma3nVLAConfig
 from .flow_matching import euler_integrate
 from .gemma3n_with_expert import Gemma3nWithExpertModel, PrefixOutput
-from .input_checks import InputRefused, check_finite, check_pixels, inputs_look_fine
+from .input_checks import InputRefused, check_finite, check_pixels, count, inputs_look_fine
 
 logger = logging.getLogger(__name__)
 
@@ -690,13 +690,10 @@ class Gemma3nVLAPolicy(PreTrainedPolicy):
         return self._encode_actions(actions)
 
     def _sample_guided(self, batch, noise, generator, inference_delay, prev_chunk_left_over, execution_horizon):
-        def integer(value: Any) -> int | None:  # ints of any kind (numpy's too), not bools or floats
-            return None if isinstance(value, bool) or not isinstance(value, numbers.Integral) else int(value)
-
-        delay, horizon = integer(inference_delay), integer(execution_horizon)
-        if delay is None or delay < 0:
+        delay, horizon = count(inference_delay), count(execution_horizon)
+        if delay is None:
             raise ValueError(f"inference_delay must be an integer >= 0 with prev_chunk_left_over, got {inference_delay!r}")
-        if execution_horizon is not None and (horizon is None or horizon <= 0):
+        if execution_horizon is not None and not horizon:
             raise ValueError(f"execution_horizon must be None or an integer > 0, got {execution_horizon!r}")
         inference_delay, execution_horizon = delay, horizon
         if self.rtc_processor is None or self.rtc_processor.rtc_config is not self.config.rtc_config:

@@ -327,6 +327,7 @@ def attention_micro(policy, device, args):
     import torch.nn.functional as F  # noqa: N812
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
+    from gemma3nvla_ros.policy import triton_attention
     from gemma3nvla_ros.policy.fast_inference import attention_bmm, attention_sdpa
 
     vlm = policy.model.vlm_with_expert
@@ -359,6 +360,10 @@ def attention_micro(policy, device, args):
         variants["bmm compiled"] = lambda: cb(q, k, v, bias, nh // nkv)
     except Exception:
         pass
+    qt = q.transpose(1, 2).contiguous().transpose(1, 2)  # the expert's layout: [B, L, H, D] underneath
+    for cfg in triton_attention.CONFIGS:
+        variants[f"triton split-KV {cfg.block_m}x{cfg.block_n}/{cfg.split_keys}"] = (
+            lambda cfg=cfg: triton_attention.split_attention(qt, k, v, bias, nh // nkv, cfg))
     # vision tower MQA (stage of 8 heads: 48x48 queries over 24x24 keys, 2 images, head dim 64)
     qv = torch.randn(2, 8, 48 * 48, 64, device=device, dtype=dt)
     kv1 = torch.randn(2, 1, 24 * 24, 64, device=device, dtype=dt)

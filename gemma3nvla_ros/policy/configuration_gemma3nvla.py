@@ -145,7 +145,7 @@ class Gemma3nVLAConfig(PreTrainedConfig):
     fast_inference: str = "auto"
     fast_compile: bool = True  # torch.compile the fast path's phases where Triton works (falls back if it fails)
     fast_cuda_graphs: bool = True  # capture each phase as a CUDA graph (CUDA / ROCm builds)
-    fast_attention: str = "auto"  # expert attention: "auto" (timed at warm-up), "sdpa" or "bmm"
+    fast_attention: str = "auto"  # expert attention: "auto" (timed at warm-up), "sdpa", "bmm" or "triton"
     inference_expert_dtype: str = "auto"  # dtype the expert is cast to for inference; "auto": the backbone's
     # Keep the per-layer-embedding table and embed_tokens (E2B: 1.34 B + 0.54 B parameters) in host memory, as
     # Gemma 3n is designed for; only the prefix's rows are gathered and copied (cached per task in the fast path).
@@ -246,8 +246,8 @@ class Gemma3nVLAConfig(PreTrainedConfig):
             raise ValueError(f"`compile_mode` must be a torch.compile mode, got {self.compile_mode!r}.")
         if self.fast_inference not in ("auto", "on", "off"):
             raise ValueError(f"`fast_inference` must be 'auto', 'on' or 'off', got {self.fast_inference!r}.")
-        if self.fast_attention not in ("auto", "sdpa", "bmm"):
-            raise ValueError(f"`fast_attention` must be 'auto', 'sdpa' or 'bmm', got {self.fast_attention!r}.")
+        if self.fast_attention not in ("auto", "sdpa", "bmm", "triton"):
+            raise ValueError(f"`fast_attention` must be 'auto', 'sdpa', 'bmm' or 'triton', got {self.fast_attention!r}.")
         if self.inference_expert_dtype not in BACKBONE_DTYPES:
             raise ValueError(
                 f"`inference_expert_dtype` must be one of {BACKBONE_DTYPES}, got {self.inference_expert_dtype!r}."

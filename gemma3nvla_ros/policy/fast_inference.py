@@ -58,12 +58,13 @@ import torch.nn.functional as F  # noqa: N812
 from torch import Tensor
 from transformers.models.gemma3n.modeling_gemma3n import apply_rotary_pos_emb, repeat_kv
 
+from . import triton_attention
 from .gemma3n_with_expert import _KVRecorder
 from .input_checks import count
 
 logger = logging.getLogger(__name__)
 
-ATTENTION_IMPLS = ("auto", "sdpa", "bmm")
+ATTENTION_IMPLS = ("auto", "sdpa", "bmm", "triton")
 
 
 # ----------------------------------------------------------------------------------------------- attention
@@ -85,6 +86,14 @@ def attention_bmm(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, groups: int) ->
 
 
 ATTENTION_FUNCS: dict[str, Callable[..., Tensor]] = {"sdpa": attention_sdpa, "bmm": attention_bmm}
+
+
+def attention_triton(config: triton_attention.SplitConfig) -> Callable[..., Tensor]:
+    """``triton_attention.split_attention`` with ``config``, as an operator torch.compile leaves as it is."""
+    def attend(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, groups: int) -> Tensor:
+        return torch.ops.gemma3nvla.split_attention(q, k, v, bias, groups, config.block_m, config.block_n,
+                                                    config.split_keys)
+    return attend
 
 
 def graphs_available(device: torch.device) -> bool:
@@ -193,6 +202,7 @@ class FastSampler:
         self.compile_mode = compile_mode
         self.attention_choice = attention
         self.attention = "sdpa" if attention == "auto" else attention
+        self.split_config = triton_attention.SplitConfig()
         self.pad_task_to = pad_task_to if pad_task_to is not None else net.config.tokenizer_max_length
         self.max_plans = max_plans
         # After each capture, the phase's output is checked against its uncompiled body on the same inputs; a
@@ -206,6 +216,9 @@ class FastSampler:
         self._statics: dict[Any, _Statics] = {}
         self.report: dict[str, Any] = {"graphs": self.use_graphs, "compile": self.use_compile,
                                        "fallbacks": []}
+        if self.attention == "triton" and not triton_attention.available(self.device):
+            self._fallback(f"expert attention triton needs Triton on a GPU ({self.device} here); bmm")
+            self.attention = "bmm"
         self.expert_dtype = self.vlm.expert.norm.weight.dtype
         self.fused: dict[int, dict[str, Tensor]] = {}
         if fuse:
@@ -472,7 +485,7 @@ class FastSampler:
         action_emb = net.action_in_proj(x_t)
         h = F.linear(action_emb, self._w_in_action) + time_part
         x = net.action_time_mlp_out(F.silu(h)).to(self.expert_dtype)
-        attend = ATTENTION_FUNCS[self.attention]
+        attend = self.attention_fn(self.attention)
         for e, layer in enumerate(vlm.expert.layers):
             cos, sin = suffix_rope[vlm.layer_types[vlm.expert_to_vlm[e]]]
             attn = layer.self_attn
@@ -602,9 +615,13 @@ class FastSampler:
         self.report["fallbacks"].append(message)
 
     # ------------------------------------------------------------------ attention choice
+    def attention_fn(self, name: str) -> Callable[..., Tensor]:
+        return attention_triton(self.split_config) if name == "triton" else ATTENTION_FUNCS[name]
+
     def choose_attention(self, bsize: int = 1, iters: int = 20) -> dict[str, float]:
         """With ``attention='auto'`` on a GPU: times each expert-attention implementation on the joint layers'
-        shapes (the larger), compiled when the phases are, and keeps the fastest. Returns microseconds per call."""
+        shapes (the larger), compiled when the phases are, and keeps the fastest that agrees with the first.
+        The Triton kernel's tile and split sizes are chosen first, the same way. Returns microseconds per call."""
         if self.attention_choice != "auto" or self.device.type != "cuda":
             return {}
         vlm, net = self.vlm, self.net
@@ -613,7 +630,7 @@ class FastSampler:
         chunk = net.config.chunk_size
         length = self._prefix_length()
         dev, dt = self.device, self.expert_dtype
-        q = torch.randn(bsize, nh, chunk, d, device=dev, dtype=dt)
+        q = torch.randn(bsize, chunk, nh, d, device=dev, dtype=dt).transpose(1, 2)  # as the expert lays it out
         k = torch.randn(bsize, nkv, length + chunk, d, device=dev, dtype=dt)
         v = torch.randn_like(k)
         # The joint layers' mask: a few padded prefix keys and causal action tokens.
@@ -621,35 +638,34 @@ class FastSampler:
         keep[:, length - 8:length - 1] = False
         keep[:, length:] = torch.ones(chunk, chunk, dtype=torch.bool, device=dev).tril()
         bias = torch.zeros(bsize, 1, chunk, length + chunk, device=dev, dtype=dt).masked_fill(~keep, torch.finfo(dt).min)
+        args = (q, k, v, bias, nh // nkv)
+        candidates = dict(ATTENTION_FUNCS)
+        if triton_attention.available(dev):
+            configs = {}
+            for cfg in triton_attention.CONFIGS:
+                try:
+                    configs[cfg] = _time_in_graph(attention_triton(cfg), args, iters)
+                except Exception as exc:  # e.g. a tile too large for this GPU's shared memory
+                    logger.debug("split attention %s: %s", cfg, exc)
+            if configs:
+                self.split_config = min(configs, key=configs.get)
+                self.report["triton_configs_us"] = {
+                    f"{c.block_m}x{c.block_n}/{c.split_keys}": round(t, 1) for c, t in configs.items()}
+                candidates["triton"] = attention_triton(self.split_config)
         times = {}
         ref = None
-        for name, fn in ATTENTION_FUNCS.items():
+        for name, fn in candidates.items():
             try:
                 if self.use_compile:
                     fn = torch.compile(fn, dynamic=False)
-                out = fn(q, k, v, bias, nh // nkv)
+                out = fn(*args)
                 ref = out if ref is None else ref
                 err = float((out.float() - ref.float()).norm() / ref.float().norm())
                 if not err < 2e-2:  # bf16 rounding is ~4e-3; NaN fails too
                     self._fallback(f"expert attention {name} differs from the first one timed (rel. error "
                                    f"{err:.3g}); not used")
                     continue
-                for _ in range(3):
-                    fn(q, k, v, bias, nh // nkv)
-                torch.cuda.synchronize(dev)
-                graph = torch.cuda.CUDAGraph()  # time what a replay pays, without launch gaps
-                with torch.cuda.graph(graph):
-                    for _ in range(iters):
-                        fn(q, k, v, bias, nh // nkv)
-                graph.replay()
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                for _ in range(3):
-                    graph.replay()
-                end.record()
-                end.synchronize()
-                times[name] = start.elapsed_time(end) * 1e3 / (3 * iters)
-                del graph
+                times[name] = _time_in_graph(fn, args, iters)
             except Exception as exc:  # a backend this build lacks
                 self._fallback(f"expert attention {name} unavailable ({type(exc).__name__}: {exc})")
         if times:
@@ -664,6 +680,26 @@ class FastSampler:
 
 
 # ----------------------------------------------------------------------------------------------- helpers
+def _time_in_graph(fn: Callable[..., Tensor], args: tuple, iters: int) -> float:
+    """Microseconds per call of ``fn(*args)`` replayed from a CUDA graph (what a phase's replay pays, without
+    launch gaps)."""
+    for _ in range(3):
+        fn(*args)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(iters):
+            fn(*args)
+    graph.replay()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(3):
+        graph.replay()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) * 1e3 / (3 * iters)
+
+
 def _flat(x) -> list[Tensor]:
     if isinstance(x, Tensor):
         return [x]

@@ -1,8 +1,13 @@
 """The fast inference path (fast_inference.FastSampler) computes the eager path's function on CPU (tiny backbone,
 float32, fresh random inputs, tasks of different lengths so that padding and the fixed task width are covered);
 its pieces (vision MQA through fused SDPA, capture-safe sparsity, folded-GQA attention, fused projections) match
-what they replace; the token tables can live in host memory; prepare_for_inference sets the policy up."""
+what they replace; the Triton split-KV attention equals the others (run by Triton's CPU interpreter); the token
+tables can live in host memory; prepare_for_inference sets the policy up."""
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -77,6 +82,75 @@ def test_attention_bmm_equals_sdpa():
     v = torch.randn(2, 2, 11, 16, generator=g)
     bias = torch.zeros(2, 1, 5, 11).masked_fill(torch.rand(2, 1, 5, 11, generator=g) < 0.3, torch.finfo(torch.float32).min)
     assert rel(attention_bmm(q, k, v, bias, 4), attention_sdpa(q, k, v, bias, 4)) <= 1e-6
+
+
+def in_triton_interpreter(test_id: str) -> bool:
+    """Runs the test ``test_id`` of this file again in a child pytest under Triton's CPU interpreter (the variable
+    must be set before Triton builds its kernels) and returns False; returns True in that child."""
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        return True
+    pytest.importorskip("triton")
+    child = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"{__file__}::{test_id}"],
+                           env={**os.environ, "TRITON_INTERPRET": "1"}, capture_output=True, text=True, timeout=900)
+    assert child.returncode == 0, child.stdout[-4000:] + child.stderr[-2000:]
+    assert "1 passed" in child.stdout, child.stdout[-2000:]
+    return False
+
+
+def test_split_attention_equals_bmm():
+    """Masked keys in the middle (padded task tokens), causal action keys, a split whose keys are all masked, a
+    last block past the keys, one split or several, a broadcast (cross-attention) mask."""
+    if not in_triton_interpreter("test_split_attention_equals_bmm"):
+        return
+    from gemma3nvla_ros.policy.triton_attention import SplitConfig, split_attention
+
+    g = torch.Generator().manual_seed(0)
+    bsz, kv, groups, length, prefix, dim = 2, 2, 4, 10, 40, 32
+    q = torch.randn(bsz, length, kv * groups, dim, generator=g).transpose(1, 2)  # the expert's layout
+    k = torch.randn(bsz, kv, prefix + length, dim, generator=g)
+    v = torch.randn(bsz, kv, prefix + length, dim, generator=g)
+    valid = torch.ones(bsz, prefix, dtype=torch.bool)
+    valid[0, 16:32] = False  # with split_keys 16, the second split sees only masked keys
+    valid[1, 5:9] = False
+    causal = torch.ones(length, length, dtype=torch.bool).tril()
+    keep = torch.cat([valid[:, None, None].expand(bsz, 1, length, prefix), causal.expand(bsz, 1, length, length)], -1)
+    bias = torch.zeros(keep.shape).masked_fill(~keep, torch.finfo(torch.float32).min)
+    ref = attention_bmm(q, k, v, bias, groups)
+    for cfg in (SplitConfig(16, 16, 16), SplitConfig(32, 16, 32), SplitConfig(16, 32, 64), SplitConfig(16, 16, 128)):
+        out = split_attention(q, k, v, bias, groups, cfg)
+        assert out.shape == ref.shape and out.transpose(1, 2).is_contiguous()
+        assert rel(out, ref) <= 1e-6, (cfg, rel(out, ref))
+    cross = torch.zeros(bsz, 1, 1, prefix).masked_fill(~valid[:, None, None], torch.finfo(torch.float32).min)
+    kp, vp = k[:, :, :prefix], v[:, :, :prefix]
+    out = split_attention(q, kp, vp, cross, groups, SplitConfig(16, 16, 16))
+    assert rel(out, attention_bmm(q, kp, vp, cross, groups)) <= 1e-6
+    with pytest.raises(ValueError, match="groups"):
+        split_attention(q, k, v, bias, 3)
+
+
+def test_fast_path_with_triton_attention_equals_eager(policy):
+    if not in_triton_interpreter("test_fast_path_with_triton_attention_equals_eager"):
+        return
+    fast = FastSampler(policy.model, graphs=False, compile=False, attention="triton")
+    assert fast.attention == "triton" and not fast.report["fallbacks"]
+    batch = two_task_batch(policy, 14)
+    noise = torch.randn(2, policy.config.chunk_size, policy.config.max_action_dim)
+    policy._fast = None
+    ref = policy.predict_action_chunk(batch, noise=noise)
+    policy._fast = fast
+    try:
+        out = policy.predict_action_chunk(batch, noise=noise)
+    finally:
+        policy._fast = None
+    assert rel(out, ref) <= TOL, rel(out, ref)
+
+
+def test_triton_attention_without_a_gpu_falls_back_to_bmm(policy):
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        pytest.skip("Triton's interpreter runs the kernel on the CPU")
+    fast = FastSampler(policy.model, graphs=False, compile=False, attention="triton")
+    assert fast.attention == "bmm"
+    assert any("triton" in message and "bmm" in message for message in fast.report["fallbacks"])
 
 
 def test_fused_projections_are_views_and_saving_works(policy, tmp_path):

@@ -50,6 +50,7 @@ import logging
 import math
 import time
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -88,12 +89,6 @@ def attention_bmm(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, groups: int) ->
 ATTENTION_FUNCS: dict[str, Callable[..., Tensor]] = {"sdpa": attention_sdpa, "bmm": attention_bmm}
 
 
-def attention_triton(config: triton_attention.SplitConfig) -> Callable[..., Tensor]:
-    """``triton_attention.split_attention`` with ``config``, as an operator torch.compile leaves as it is."""
-    def attend(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, groups: int) -> Tensor:
-        return torch.ops.gemma3nvla.split_attention(q, k, v, bias, groups, config.block_m, config.block_n,
-                                                    config.split_keys)
-    return attend
 
 
 def graphs_available(device: torch.device) -> bool:
@@ -219,6 +214,12 @@ class FastSampler:
         if self.attention == "triton" and not triton_attention.available(self.device):
             self._fallback(f"expert attention triton needs Triton on a GPU ({self.device} here); bmm")
             self.attention = "bmm"
+        # The backbone's prefix attention: its own implementation (None), or the name under which a Triton
+        # configuration is registered with transformers, set on its layers while the text phase runs.
+        self.text_attention: str | None = None
+        if self.attention == "triton" and self._text_configs():
+            self.text_attention = triton_attention.transformers_attention(triton_attention.TEXT_CONFIGS[0])
+        self.report["text_attention"] = self.text_attention or "backbone"
         self.expert_dtype = self.vlm.expert.norm.weight.dtype
         self.fused: dict[int, dict[str, Tensor]] = {}
         if fuse:
@@ -531,7 +532,11 @@ class FastSampler:
                   "denoise": lambda: (s.noise, s.prefix_kv, s.plan, s.guidance)}[name]
 
         def body():
-            out = fn(*inputs())
+            if name == "text":
+                with self._text_attention_set():
+                    out = fn(*inputs())
+            else:
+                out = fn(*inputs())
             if nxt is not None and s.graphs.get(nxt) and getattr(s, attr) is not None and not _capturing():
                 for dst, src in zip(_flat(getattr(s, attr)), _flat(out)):
                     dst.copy_(src)
@@ -598,7 +603,8 @@ class FastSampler:
         if name == "vision":
             ref = self._vision_body(s.images)
         elif name == "text":
-            ref = self._text_body(s.feats, s.state, s.plan)
+            with self._text_attention_set():
+                ref = self._text_body(s.feats, s.state, s.plan)
         else:
             ref = self._denoise_body(s.noise, s.prefix_kv, s.plan, s.guidance, compiled=False)
         ref = _flat(ref)
@@ -616,7 +622,7 @@ class FastSampler:
 
     # ------------------------------------------------------------------ attention choice
     def attention_fn(self, name: str) -> Callable[..., Tensor]:
-        return attention_triton(self.split_config) if name == "triton" else ATTENTION_FUNCS[name]
+        return triton_attention.attend(self.split_config) if name == "triton" else ATTENTION_FUNCS[name]
 
     def choose_attention(self, bsize: int = 1, iters: int = 20) -> dict[str, float]:
         """With ``attention='auto'`` on a GPU: times each expert-attention implementation on the joint layers'
@@ -644,14 +650,14 @@ class FastSampler:
             configs = {}
             for cfg in triton_attention.CONFIGS:
                 try:
-                    configs[cfg] = _time_in_graph(attention_triton(cfg), args, iters)
+                    configs[cfg] = _time_in_graph(triton_attention.attend(cfg), args, iters)
                 except Exception as exc:  # e.g. a tile too large for this GPU's shared memory
                     logger.debug("split attention %s: %s", cfg, exc)
             if configs:
                 self.split_config = min(configs, key=configs.get)
                 self.report["triton_configs_us"] = {
                     f"{c.block_m}x{c.block_n}/{c.split_keys}": round(t, 1) for c, t in configs.items()}
-                candidates["triton"] = attention_triton(self.split_config)
+                candidates["triton"] = triton_attention.attend(self.split_config)
         times = {}
         ref = None
         for name, fn in candidates.items():
@@ -672,7 +678,68 @@ class FastSampler:
             self.attention = min(times, key=times.get)
         self.report["attention"] = self.attention
         self.report["attention_us"] = {k: round(v, 1) for k, v in times.items()}
+        if "triton" in candidates:
+            self._choose_text_attention(bsize, iters)
         return times
+
+    def _text_configs(self) -> list:
+        """The backbone layers' configs, when they use SDPA (the only implementation the Triton kernel replaces)."""
+        configs = {id(layer.self_attn.config): layer.self_attn.config for layer in self.vlm.language_model.layers}
+        return list(configs.values()) if all(c._attn_implementation == "sdpa" for c in configs.values()) else []
+
+    def _choose_text_attention(self, bsize: int, iters: int) -> None:
+        """Times the backbone's SDPA against the Triton kernel's ``TEXT_CONFIGS`` on the prefix's shapes and mask
+        (causal, a few padded keys), compiled when the phases are; keeps the fastest that agrees."""
+        if not self._text_configs():
+            return
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        attn = self.vlm.language_model.layers[0].self_attn
+        tc = attn.config
+        nh, nkv, d = tc.num_attention_heads, tc.num_key_value_heads, tc.head_dim
+        length, dev, dt = self._prefix_length(), self.device, attn.q_proj.weight.dtype
+        q = torch.randn(bsize, length, nh, d, device=dev, dtype=dt).transpose(1, 2)  # as transformers lays them out
+        k = torch.randn(bsize, length, nkv, d, device=dev, dtype=dt).transpose(1, 2)
+        v = torch.randn(bsize, length, nkv, d, device=dev, dtype=dt).transpose(1, 2)
+        pad = torch.ones(bsize, length, dtype=torch.bool, device=dev)
+        pad[:, length - 9:length - 1] = False
+        mask = self.vlm.build_masks(pad, torch.cumsum(pad.long(), dim=1) - 1, dt)["full_attention"]
+        fns = {"sdpa": lambda q, k, v, m: sdpa_attention_forward(attn, q, k, v, m, dropout=0.0, scaling=1.0)[0]}
+        for cfg in triton_attention.TEXT_CONFIGS:
+            fields = [cfg.block_m, cfg.block_n, cfg.split_keys, cfg.num_warps, cfg.num_stages]
+            fns[cfg] = lambda q, k, v, m, f=fields: torch.ops.gemma3nvla.split_attention(
+                q, k, v, m, nh // nkv, f, 1.0).transpose(1, 2)
+        times, ref = {}, None
+        for key, fn in fns.items():
+            try:
+                if self.use_compile:
+                    fn = torch.compile(fn, dynamic=False)
+                out = fn(q, k, v, mask)
+                ref = out if ref is None else ref
+                if not float((out.float() - ref.float()).norm() / ref.float().norm()) < 2e-2:
+                    continue
+                times[key] = _time_in_graph(fn, (q, k, v, mask), max(2, iters // 4))
+            except Exception as exc:  # e.g. a tile too large for this GPU's shared memory
+                logger.debug("text attention %s: %s", key, exc)
+        if times:
+            best = min(times, key=times.get)
+            self.text_attention = None if best == "sdpa" else triton_attention.transformers_attention(best)
+        self.report["text_attention"] = self.text_attention or "backbone"
+        self.report["text_attention_us"] = {str(k): round(v, 1) for k, v in times.items()}
+
+    @contextmanager
+    def _text_attention_set(self):
+        """The chosen prefix attention on the backbone's layers while a text phase runs (traced, captured or
+        called), their own outside it."""
+        configs = self._text_configs() if self.text_attention is not None else []
+        before = [c._attn_implementation for c in configs]
+        for c in configs:
+            c._attn_implementation = self.text_attention
+        try:
+            yield
+        finally:
+            for c, impl in zip(configs, before):
+                c._attn_implementation = impl
 
     def _prefix_length(self) -> int:
         n_cam = len(self.net.config.image_features)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import Tensor
@@ -29,11 +30,14 @@ except ImportError:  # pragma: no cover - PyTorch builds without Triton
 
 @dataclass(frozen=True)
 class SplitConfig:
-    """Rows per thread block, keys per inner step, keys per split (a multiple of ``block_n``)."""
+    """Rows per thread block, keys per inner step, keys per split (a multiple of ``block_n``); Triton's warps per
+    block and software-pipelining stages (0: Triton's default)."""
 
-    block_m: int = 32
+    block_m: int = 16
     block_n: int = 64
     split_keys: int = 128
+    num_warps: int = 4
+    num_stages: int = 0
 
     def __post_init__(self):
         for name in ("block_m", "block_n", "split_keys"):
@@ -42,6 +46,12 @@ class SplitConfig:
                 raise ValueError(f"{name} must be a power of two >= 16, got {value}.")
         if self.split_keys % self.block_n:
             raise ValueError(f"split_keys ({self.split_keys}) must be a multiple of block_n ({self.block_n}).")
+        if self.num_warps not in (1, 2, 4, 8, 16) or self.num_stages < 0:
+            raise ValueError(f"num_warps must be 1, 2, 4, 8 or 16 and num_stages >= 0; got {self}.")
+
+    def __str__(self) -> str:
+        extra = f" w{self.num_warps}" + (f" s{self.num_stages}" if self.num_stages else "")
+        return f"{self.block_m}x{self.block_n}/{self.split_keys}{extra}"
 
 
 # Candidates timed at warm-up (FastSampler.choose_attention). On an H200 at the expert's shapes (50 queries x 8
@@ -49,6 +59,12 @@ class SplitConfig:
 # 14.2, 64x32/64 14.3, 32x64/256 18.3, one split (32x64/1024) 50.3; 64x64 tiles exceed its shared memory.
 CONFIGS = (SplitConfig(16, 64, 128), SplitConfig(16, 64, 64), SplitConfig(16, 32, 64), SplitConfig(16, 32, 128),
            SplitConfig(32, 64, 128), SplitConfig(32, 32, 64), SplitConfig(16, 64, 256))
+# For the backbone's prefix attention (569 queries over 569 keys, 8 heads, 2 KV heads, head_dim 256): larger row
+# tiles. Measured there (us): 128x32/256 w8 38.8, sdpa (cuDNN with the mask) 68.2, 64x32/256 66.9, 32x64/256
+# 119.1, 64x32/1024 125.3, 128x32/1024 w8 158.3, 64x64/256 s2 147.3, 32x64/1024 193.3, 64x64/1024 s2 227.6.
+TEXT_CONFIGS = (SplitConfig(128, 32, 256, num_warps=8), SplitConfig(128, 32, 128, num_warps=8),
+                SplitConfig(128, 64, 256, num_warps=8, num_stages=2), SplitConfig(64, 32, 256),
+                SplitConfig(64, 32, 128), SplitConfig(32, 64, 256))
 
 
 def available(device: torch.device) -> bool:
@@ -64,7 +80,7 @@ if triton is not None:
     def _split_kernel(q_ptr, k_ptr, v_ptr, bias_ptr, o_ptr, lse_ptr,
                       sq_b, sq_h, sq_l, sk_b, sk_h, sk_s, sv_b, sv_h, sv_s, sb_b, sb_l, sb_s,
                       so_b, so_h, so_l, so_split, slse_b, slse_h, slse_l,
-                      length, keys, kv_heads,
+                      length, keys, kv_heads, scale,
                       GROUPS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                       SPLIT_KEYS: tl.constexpr, FINAL: tl.constexpr):
         pid_m = tl.program_id(0)
@@ -91,7 +107,7 @@ if triton is not None:
             col_ok = cols < keys
             k = tl.load(k_ptr + b * sk_b + kvh * sk_h + cols[:, None] * sk_s + dims[None, :],
                         mask=col_ok[:, None], other=0.0)
-            s = tl.dot(q, tl.trans(k))
+            s = tl.dot(q, tl.trans(k)) * scale
             bias = tl.load(bias_ptr + b * sb_b + l_idx[:, None] * sb_l + cols[None, :] * sb_s,
                            mask=row_ok[:, None] & col_ok[None, :], other=0.0)
             s = tl.where(col_ok[None, :], s + bias.to(tl.float32), float("-inf"))
@@ -142,9 +158,10 @@ if triton is not None:
 
 
 def split_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, groups: int,
-                    config: SplitConfig = SplitConfig()) -> Tensor:
-    """q [B, H, L, D], k/v [B, KV, S, D] (H = groups * KV), additive bias broadcastable to [B, 1, L, S]; scale 1.0.
-    Returns [B, H, L, D] laid out as [B, L, H, D] (so that ``.transpose(1, 2).reshape`` is a view)."""
+                    config: SplitConfig = SplitConfig(), scale: float = 1.0) -> Tensor:
+    """softmax(scale * q k^T + bias) v for q [B, H, L, D], k/v [B, KV, S, D] (H = groups * KV, any strides with the
+    last dimension contiguous), an additive bias broadcastable to [B, 1, L, S]. Returns [B, H, L, D] laid out as
+    [B, L, H, D] (so that ``.transpose(1, 2).reshape`` is a view)."""
     bsz, heads, length, dim = q.shape
     kv_heads, keys = k.shape[1], k.shape[2]
     if heads != groups * kv_heads or dim & (dim - 1) or dim < 16:
@@ -170,9 +187,10 @@ def split_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, groups: int,
         q, k, v, bias, part, lse,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), bias.stride(0), bias.stride(2), bias.stride(3),
-        *sp, *sl, length, keys, kv_heads,
+        *sp, *sl, length, keys, kv_heads, float(scale),
         GROUPS=groups, HEAD_DIM=dim, BLOCK_M=config.block_m, BLOCK_N=config.block_n,
-        SPLIT_KEYS=config.split_keys, FINAL=final,
+        SPLIT_KEYS=config.split_keys, FINAL=final, num_warps=config.num_warps,
+        **({"num_stages": config.num_stages} if config.num_stages else {}),
     )
     if not final:
         rows = bsz * heads * length
@@ -187,13 +205,45 @@ def split_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, groups: int,
 
 # An opaque operator for torch.compile: inductor calls it as it is (its kernels are captured in our CUDA graphs).
 @torch.library.custom_op("gemma3nvla::split_attention", mutates_args=(),
-                         schema="(Tensor q, Tensor k, Tensor v, Tensor bias, int groups, int block_m, int block_n, "
-                                "int split_keys) -> Tensor")
-def split_attention_op(q, k, v, bias, groups, block_m, block_n, split_keys):
-    return split_attention(q, k, v, bias, groups, SplitConfig(block_m, block_n, split_keys))
+                         schema="(Tensor q, Tensor k, Tensor v, Tensor bias, int groups, int[] config, float scale) "
+                                "-> Tensor")
+def split_attention_op(q, k, v, bias, groups, config, scale):
+    return split_attention(q, k, v, bias, groups, SplitConfig(*config), scale)
 
 
 @split_attention_op.register_fake
-def _split_attention_fake(q, k, v, bias, groups, block_m, block_n, split_keys):
+def _split_attention_fake(q, k, v, bias, groups, config, scale):
     bsz, heads, length, dim = q.shape
     return q.new_empty(bsz, length, heads, dim).transpose(1, 2)
+
+
+def attend(config: SplitConfig) -> Callable[..., Tensor]:
+    """``split_attention`` with ``config`` through the operator, as the expert calls attention:
+    ``(q, k, v, bias, groups)``, scale 1.0."""
+    fields = [config.block_m, config.block_n, config.split_keys, config.num_warps, config.num_stages]
+
+    def fn(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, groups: int) -> Tensor:
+        return torch.ops.gemma3nvla.split_attention(q, k, v, bias, groups, fields, 1.0)
+    return fn
+
+
+def transformers_attention(config: SplitConfig) -> str:
+    """Registers ``split_attention`` with ``config`` in transformers' ``AttentionInterface`` and returns its name,
+    for a text config's ``_attn_implementation``. It takes the additive mask as given (sliding windows included)."""
+    from transformers import AttentionInterface
+
+    fields = [config.block_m, config.block_n, config.split_keys, config.num_warps, config.num_stages]
+    name = "gemma3nvla_split_" + "_".join(map(str, fields))
+
+    def forward(module, query: Tensor, key: Tensor, value: Tensor, attention_mask: Tensor | None,
+                dropout: float = 0.0, scaling: float | None = None, **kwargs) -> tuple[Tensor, None]:
+        if attention_mask is None or dropout:
+            raise ValueError(f"{name} needs an additive attention mask and no dropout (inference only).")
+        scale = query.shape[-1] ** -0.5 if scaling is None else scaling
+        mask = attention_mask[:, :, :, : key.shape[-2]]
+        out = torch.ops.gemma3nvla.split_attention(query, key, value, mask, query.shape[1] // key.shape[1], fields,
+                                                   float(scale))
+        return out.transpose(1, 2), None
+
+    AttentionInterface.register(name, forward)
+    return name

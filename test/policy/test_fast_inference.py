@@ -12,6 +12,7 @@ import sys
 import pytest
 import torch
 
+from gemma3nvla_ros.policy import fast_inference
 from gemma3nvla_ros.policy.fast_inference import FastSampler, attention_bmm, attention_sdpa
 
 from helpers_policy import make_batch, make_config, rel
@@ -133,6 +134,10 @@ def test_fast_path_with_triton_attention_equals_eager(policy):
         return
     fast = FastSampler(policy.model, graphs=False, compile=False, attention="triton")
     assert fast.attention == "triton" and not fast.report["fallbacks"]
+    assert fast.text_attention is not None  # the backbone's prefix attention too
+    calls = []
+    kernel = fast_inference.triton_attention.split_attention
+    fast_inference.triton_attention.split_attention = lambda *a, **k: calls.append(a[0].shape) or kernel(*a, **k)
     batch = two_task_batch(policy, 14)
     noise = torch.randn(2, policy.config.chunk_size, policy.config.max_action_dim)
     policy._fast = None
@@ -142,7 +147,14 @@ def test_fast_path_with_triton_attention_equals_eager(policy):
         out = policy.predict_action_chunk(batch, noise=noise)
     finally:
         policy._fast = None
+        fast_inference.triton_attention.split_attention = kernel
     assert rel(out, ref) <= TOL, rel(out, ref)
+    chunk = policy.config.chunk_size
+    text = policy.model.vlm_with_expert.num_computed_layers
+    expert = len(policy.model.vlm_with_expert.expert.layers) * policy.config.num_steps
+    assert sum(shape[2] == chunk for shape in calls) == expert and len(calls) == expert + text, (len(calls), text)
+    # outside the text phase the backbone has its own attention again
+    assert {layer.self_attn.config._attn_implementation for layer in policy.model.vlm_with_expert.language_model.layers} == {"sdpa"}
 
 
 def test_triton_attention_without_a_gpu_falls_back_to_bmm(policy):

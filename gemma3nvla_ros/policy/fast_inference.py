@@ -706,8 +706,7 @@ class FastSampler:
         mask = self.vlm.build_masks(pad, torch.cumsum(pad.long(), dim=1) - 1, dt)["full_attention"]
         fns = {"sdpa": lambda q, k, v, m: sdpa_attention_forward(attn, q, k, v, m, dropout=0.0, scaling=1.0)[0]}
         for cfg in triton_attention.TEXT_CONFIGS:
-            fields = [cfg.block_m, cfg.block_n, cfg.split_keys, cfg.num_warps, cfg.num_stages]
-            fns[cfg] = lambda q, k, v, m, f=fields: torch.ops.gemma3nvla.split_attention(
+            fns[cfg] = lambda q, k, v, m, f=cfg.fields(): torch.ops.gemma3nvla.split_attention(
                 q, k, v, m, nh // nkv, f, 1.0).transpose(1, 2)
         times, ref = {}, None
         for key, fn in fns.items():

@@ -1,5 +1,6 @@
-"""Expert attention as one Triton kernel: the query heads that share a KV head folded into the rows, the keys split
-across thread blocks (flash-decoding), the additive mask read as it is.
+"""Masked grouped-query attention as one Triton kernel (the action expert's, and the backbone's prefix attention on
+the fast path): the query heads that share a KV head folded into the rows, the keys split across thread blocks
+(flash-decoding), the additive mask read as it is.
 
 Why: the expert's attention is 50 queries x 8 heads over ~620 keys of head_dim 256. Every library kernel is
 latency-bound there: SDPA's flash kernel has no split-KV path once a mask is given (8 thread blocks on 132 SMs),
@@ -49,14 +50,19 @@ class SplitConfig:
         if self.num_warps not in (1, 2, 4, 8, 16) or self.num_stages < 0:
             raise ValueError(f"num_warps must be 1, 2, 4, 8 or 16 and num_stages >= 0; got {self}.")
 
+    def fields(self) -> list[int]:
+        """As the operator takes it (``int[] config``)."""
+        return [self.block_m, self.block_n, self.split_keys, self.num_warps, self.num_stages]
+
     def __str__(self) -> str:
         extra = f" w{self.num_warps}" + (f" s{self.num_stages}" if self.num_stages else "")
         return f"{self.block_m}x{self.block_n}/{self.split_keys}{extra}"
 
 
-# Candidates timed at warm-up (FastSampler.choose_attention). On an H200 at the expert's shapes (50 queries x 8
-# heads over 619 keys, head_dim 256), 16 rows x 64 keys in 128-key splits took 11.2 us, 32x64/128 13.0, 32x32/64
-# 14.2, 64x32/64 14.3, 32x64/256 18.3, one split (32x64/1024) 50.3; 64x64 tiles exceed its shared memory.
+# Candidates timed at warm-up (FastSampler.choose_attention). On an H200 (docs/GPU_SPEED.md, run 1) at the
+# expert's shapes (50 queries x 8 heads over 619 keys, head_dim 256), 16 rows x 64 keys in 128-key splits took
+# 11.2 us, 32x64/128 13.0, 32x32/64 14.2, 64x32/64 14.3, 32x64/256 18.3, one split (32x64/1024) 50.3; 64x64 tiles
+# exceed its shared memory.
 CONFIGS = (SplitConfig(16, 64, 128), SplitConfig(16, 64, 64), SplitConfig(16, 32, 64), SplitConfig(16, 32, 128),
            SplitConfig(32, 64, 128), SplitConfig(32, 32, 64), SplitConfig(16, 64, 256))
 # For the backbone's prefix attention (569 queries over 569 keys, 8 heads, 2 KV heads, head_dim 256): larger row
@@ -220,7 +226,7 @@ def _split_attention_fake(q, k, v, bias, groups, config, scale):
 def attend(config: SplitConfig) -> Callable[..., Tensor]:
     """``split_attention`` with ``config`` through the operator, as the expert calls attention:
     ``(q, k, v, bias, groups)``, scale 1.0."""
-    fields = [config.block_m, config.block_n, config.split_keys, config.num_warps, config.num_stages]
+    fields = config.fields()
 
     def fn(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, groups: int) -> Tensor:
         return torch.ops.gemma3nvla.split_attention(q, k, v, bias, groups, fields, 1.0)
@@ -232,7 +238,7 @@ def transformers_attention(config: SplitConfig) -> str:
     for a text config's ``_attn_implementation``. It takes the additive mask as given (sliding windows included)."""
     from transformers import AttentionInterface
 
-    fields = [config.block_m, config.block_n, config.split_keys, config.num_warps, config.num_stages]
+    fields = config.fields()
     name = "gemma3nvla_split_" + "_".join(map(str, fields))
 
     def forward(module, query: Tensor, key: Tensor, value: Tensor, attention_mask: Tensor | None,

@@ -323,12 +323,12 @@ def run_profile(tag, phases, device, args, n=3):
 
 def attention_micro(policy, device, args):
     """Expert attention at the denoising shapes, and the vision tower's multi-query attention, per call (µs),
-    each variant replayed from a CUDA graph of 20 calls (kernel time without launch gaps)."""
+    each variant replayed from a CUDA graph of 20 calls (kernel time without launch gaps; median of 10 replays)."""
     import torch.nn.functional as F  # noqa: N812
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     from gemma3nvla_ros.policy import triton_attention
-    from gemma3nvla_ros.policy.fast_inference import attention_bmm, attention_sdpa
+    from gemma3nvla_ros.policy.fast_inference import attention_bmm, attention_sdpa, time_in_graph
 
     vlm = policy.model.vlm_with_expert
     tc = vlm.expert_config
@@ -374,25 +374,7 @@ def attention_micro(policy, device, args):
     out = {}
     for name, fn in variants.items():
         try:
-            for _ in range(3):
-                fn()
-            sync(device)
-            g = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(g):
-                for _ in range(20):
-                    fn()
-            g.replay()
-            sync(device)
-            meds = []
-            for _ in range(3):
-                s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                s.record()
-                for _ in range(10):
-                    g.replay()
-                e.record()
-                e.synchronize()
-                meds.append(s.elapsed_time(e) * 1e3 / 200)
-            out[name] = round(statistics.median(meds), 2)
+            out[name] = round(time_in_graph(fn, (), 20, reps=10), 2)
         except Exception as exc:
             out[name] = f"n/a ({type(exc).__name__}: {str(exc)[:80]})"
     RESULTS["attention_us"] = out

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import logging
 import math
+import statistics
 import time
 from collections import OrderedDict
 from contextlib import contextmanager
@@ -650,7 +651,7 @@ class FastSampler:
             configs = {}
             for cfg in triton_attention.CONFIGS:
                 try:
-                    configs[cfg] = _time_in_graph(triton_attention.attend(cfg), args, iters)
+                    configs[cfg] = time_in_graph(triton_attention.attend(cfg), args, iters)
                 except Exception as exc:  # e.g. a tile too large for this GPU's shared memory
                     logger.debug("split attention %s: %s", cfg, exc)
             if configs:
@@ -671,7 +672,7 @@ class FastSampler:
                     self._fallback(f"expert attention {name} differs from the first one timed (rel. error "
                                    f"{err:.3g}); not used")
                     continue
-                times[name] = _time_in_graph(fn, args, iters)
+                times[name] = time_in_graph(fn, args, iters)
             except Exception as exc:  # a backend this build lacks
                 self._fallback(f"expert attention {name} unavailable ({type(exc).__name__}: {exc})")
         if times:
@@ -717,7 +718,7 @@ class FastSampler:
                 ref = out if ref is None else ref
                 if not float((out.float() - ref.float()).norm() / ref.float().norm()) < 2e-2:
                     continue
-                times[key] = _time_in_graph(fn, (q, k, v, mask), max(2, iters // 4))
+                times[key] = time_in_graph(fn, (q, k, v, mask), max(2, iters // 4))
             except Exception as exc:  # e.g. a tile too large for this GPU's shared memory
                 if key == "sdpa":  # nothing to check the kernel against: the backbone keeps its own
                     self._fallback(f"backbone attention: SDPA reference failed ({type(exc).__name__}: {exc})")
@@ -749,9 +750,9 @@ class FastSampler:
 
 
 # ----------------------------------------------------------------------------------------------- helpers
-def _time_in_graph(fn: Callable[..., Tensor], args: tuple, iters: int) -> float:
-    """Microseconds per call of ``fn(*args)`` replayed from a CUDA graph (what a phase's replay pays, without
-    launch gaps)."""
+def time_in_graph(fn: Callable[..., Tensor], args: tuple, iters: int, reps: int = 3) -> float:
+    """Microseconds per call of ``fn(*args)`` replayed from a CUDA graph of ``iters`` calls (what a phase's replay
+    pays, without launch gaps): the median over ``reps`` timed replays."""
     for _ in range(3):
         fn(*args)
     torch.cuda.synchronize()
@@ -760,13 +761,15 @@ def _time_in_graph(fn: Callable[..., Tensor], args: tuple, iters: int) -> float:
         for _ in range(iters):
             fn(*args)
     graph.replay()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(3):
+    times = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
         graph.replay()
-    end.record()
-    end.synchronize()
-    return start.elapsed_time(end) * 1e3 / (3 * iters)
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) * 1e3 / iters)
+    return statistics.median(times)
 
 
 def _flat(x) -> list[Tensor]:

@@ -47,3 +47,27 @@ def run_with_retries(
         on_failed_try(result)
     counters.failed += 1
     return result, False
+
+
+class ReconnectBackoff:
+    """When to try reopening a lost servo port: ``first_s`` after the loss, then twice as long after each failed
+    try, at most ``max_s`` apart (a USB adapter that is gone stays gone for a while; a glitch comes back at once).
+    Pure: times are steady-clock nanoseconds passed in."""
+
+    def __init__(self, first_s: float = 0.1, max_s: float = 5.0):
+        if not 0 < first_s <= max_s:
+            raise ValueError(f"need 0 < first_s <= max_s, got {first_s} and {max_s}")
+        self.first_s, self.max_s = first_s, max_s
+        self.delay_s = first_s
+        self._next_ns = 0
+
+    def lost(self, now_ns: int) -> None:
+        self.delay_s = self.first_s
+        self._next_ns = now_ns + int(self.delay_s * 1e9)
+
+    def due(self, now_ns: int) -> bool:
+        return now_ns >= self._next_ns
+
+    def failed(self, now_ns: int) -> None:
+        self.delay_s = min(self.max_s, self.delay_s * 2)
+        self._next_ns = now_ns + int(self.delay_s * 1e9)

@@ -61,7 +61,7 @@ from gemma3nvla_ros.hardware.calibration import (
 )
 from gemma3nvla_ros.control.commands import CommandRejected, check_command_age, validate_joint_command
 from gemma3nvla_ros.hardware.feetech_bus import BusError, BusPortError, FeetechBus
-from gemma3nvla_ros.hardware.retry import MAX_RETRIES
+from gemma3nvla_ros.hardware.retry import MAX_RETRIES, ReconnectBackoff
 from gemma3nvla_ros.hardware.servo_config import GAINS, SETTINGS, ServoSettings, check_setting
 from gemma3nvla_ros.hardware.scs_protocol import describe_error_bits
 from gemma3nvla_ros.control.safety import (
@@ -78,7 +78,6 @@ from gemma3nvla_ros.control.safety import (
 from gemma3nvla_ros.nodes.params import CheckedParameters
 from gemma3nvla_ros.nodes.run import run_node
 
-MAX_RECONNECT_BACKOFF_S = 5.0
 # How far (ticks, ~4 deg) a joint may rest beyond its calibrated range when torque comes on: the
 # firmware then pulls it to the limit at full speed, so more than this refuses to enable torque.
 OUTSIDE_RANGE_TOLERANCE_TICKS = 45
@@ -149,8 +148,7 @@ class So101Bridge(CheckedParameters, Node):
         self.goals_step_clamped = 0
         self.tripped: set[str] = set()  # an alarm was seen: torque waits for ~/enable (manual recovery)
         self._last_present = None
-        self._next_reconnect_ns = 0
-        self._reconnect_backoff_s = 0.1
+        self.reconnect = ReconnectBackoff()
         self._lock = threading.Lock()
         # The hardware loop, watchdog and reconnect backoff run on a steady clock (as ros2_control's):
         # a ROS clock that jumps back, stops, or never starts (use_sim_time without /clock) must not
@@ -507,12 +505,11 @@ class So101Bridge(CheckedParameters, Node):
             # position and target; after reconnecting it holds wherever it then is.
             self.controller.reset()
             self._last_present = None
-        self._reconnect_backoff_s = 0.1
-        self._next_reconnect_ns = now_ns + int(self._reconnect_backoff_s * 1e9)
+        self.reconnect.lost(now_ns)
         self.get_logger().error(f"servo bus lost: {exc}; reconnecting")
 
     def _try_reconnect(self, now_ns: int) -> None:
-        if now_ns < self._next_reconnect_ns or self.bus is None:
+        if not self.reconnect.due(now_ns) or self.bus is None:
             return
         try:
             self.bus.connect()
@@ -525,8 +522,7 @@ class So101Bridge(CheckedParameters, Node):
         except BusError as exc:
             self.bus.close()
             self.fault = f"reconnect failed: {exc}"
-            self._reconnect_backoff_s = min(MAX_RECONNECT_BACKOFF_S, self._reconnect_backoff_s * 2)
-            self._next_reconnect_ns = now_ns + int(self._reconnect_backoff_s * 1e9)
+            self.reconnect.failed(now_ns)
             self.get_logger().warn(self.fault, throttle_duration_sec=5.0)
             return
         self.connected = True

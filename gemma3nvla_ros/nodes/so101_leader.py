@@ -47,6 +47,7 @@ from gemma3nvla_ros.hardware.calibration import (
     resolve_calibration_path,
 )
 from gemma3nvla_ros.hardware.feetech_bus import BusError, BusPortError, FeetechBus
+from gemma3nvla_ros.hardware.retry import ReconnectBackoff
 from gemma3nvla_ros.hardware.leader_arm import (
     configure_leader,
     leader_mismatch_message,
@@ -56,7 +57,6 @@ from gemma3nvla_ros.hardware.leader_arm import (
 from gemma3nvla_ros.nodes.params import CheckedParameters
 from gemma3nvla_ros.nodes.run import run_node
 
-MAX_RECONNECT_BACKOFF_S = 5.0
 SIM_MOTIONS = ("wave", "none")
 
 
@@ -118,8 +118,7 @@ class So101Leader(CheckedParameters, Node):
         self.cal_path: Path | None = None
         self.follower_cal_path: Path | None = None
         self._timer = None
-        self._next_reconnect_ns = 0
-        self._reconnect_backoff_s = 0.1
+        self.reconnect = ReconnectBackoff()
         self._sim_t0 = time.monotonic()
         self.steady = Clock(clock_type=ClockType.STEADY_TIME)
 
@@ -286,20 +285,18 @@ class So101Leader(CheckedParameters, Node):
     def _port_lost(self, exc: Exception, now_ns: int) -> None:
         self.connected = False
         self.fault = str(exc)
-        self._reconnect_backoff_s = 0.1
-        self._next_reconnect_ns = now_ns + int(self._reconnect_backoff_s * 1e9)
+        self.reconnect.lost(now_ns)
         self.get_logger().error(f"leader bus lost: {exc}; reconnecting (no joint_commands meanwhile)")
 
     def _try_reconnect(self, now_ns: int) -> None:
-        if now_ns < self._next_reconnect_ns or self.bus is None:
+        if not self.reconnect.due(now_ns) or self.bus is None:
             return
         try:
             self._connect()
         except (BusError, StartupError) as exc:
             self.bus.close()
             self.fault = f"reconnect failed: {exc}"
-            self._reconnect_backoff_s = min(MAX_RECONNECT_BACKOFF_S, self._reconnect_backoff_s * 2)
-            self._next_reconnect_ns = now_ns + int(self._reconnect_backoff_s * 1e9)
+            self.reconnect.failed(now_ns)
             self.get_logger().warn(self.fault, throttle_duration_sec=5.0)
             return
         self.connected = True

@@ -1,11 +1,11 @@
-"""The on-connect configuration table and the retry policy, directly (no bus)."""
+"""The on-connect configuration table, the retry policy and the reconnect backoff, directly (no bus)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import pytest
 
-from gemma3nvla_ros.hardware.retry import MAX_RETRIES, run_with_retries
+from gemma3nvla_ros.hardware.retry import MAX_RETRIES, ReconnectBackoff, run_with_retries
 from gemma3nvla_ros.hardware.servo_config import (
     GAINS,
     SETTINGS,
@@ -115,6 +115,25 @@ def test_exceptions_are_not_retried_and_retry_count_is_bounded():
     assert counters.retries == 0
     with pytest.raises(ValueError, match="retries"):
         run_with_retries(lambda: 1, bool, MAX_RETRIES + 1, counters)
+
+
+def test_reconnect_tries_soon_after_a_loss_then_backs_off_to_the_cap():
+    s = 1_000_000_000
+    backoff = ReconnectBackoff(first_s=0.1, max_s=0.5)
+    backoff.lost(10 * s)
+    assert not backoff.due(10 * s + s // 20) and backoff.due(10 * s + s // 10)
+    now = 10 * s + s // 10
+    gaps = []
+    for _ in range(5):  # each failed try waits twice as long, never more than max_s
+        backoff.failed(now)
+        gap = next(ns for ns in range(now, now + s, s // 100) if backoff.due(ns)) - now
+        gaps.append(round(gap / s, 2))
+        now += gap
+    assert gaps == [0.2, 0.4, 0.5, 0.5, 0.5]
+    backoff.lost(now)  # a new loss starts over
+    assert backoff.due(now + s // 10) and not backoff.due(now + s // 20)
+    with pytest.raises(ValueError):
+        ReconnectBackoff(first_s=1.0, max_s=0.5)
 
 
 def test_control_table_is_lerobots_sts3215_table():

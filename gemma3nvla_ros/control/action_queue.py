@@ -441,3 +441,62 @@ def clamp_step(
     over = (limit > 0) & (np.abs(step) > limit)
     goal[over] = prev[over] + np.sign(step[over]) * limit[over]
     return goal, [int(i) for i in np.flatnonzero(over)]
+
+
+# ---------------------------------------------------------------------------------------------- streaming
+REQUEST_INTERVAL_NS = 500_000_000  # re-ask while the queue stays low (a lost request, a restarted policy)
+
+
+@dataclass(frozen=True)
+class Tick:
+    """What one control tick does: the setpoint to send (None before the start: no measured pose or no plan yet),
+    whether to ask for the next chunk, whether the plan ran dry at this tick (holding starts), whether the step
+    clamp limited the setpoint."""
+
+    setpoint: NDArray[np.float64] | None
+    request: bool
+    started_holding: bool = False
+    clamped: bool = False
+
+
+class SetpointStream:
+    """The aggregator's per-tick logic, shared by the action_aggregator node and eval-bag's replay of it (clock
+    injected, nanoseconds). It starts only from a measured pose and with a plan; each tick sends the queue's
+    setpoint due now, or holds the last one when the queue runs dry (never jumps, never replays old actions),
+    step-clamped from the previous setpoint; it asks for a chunk when the queue falls to ``threshold`` of a chunk
+    (LeRobot's ``chunk_size_threshold``), and again every ``REQUEST_INTERVAL_NS`` while it stays low."""
+
+    def __init__(self, queue: ActionQueue, chunk_size: int, threshold: float, max_step: float | None) -> None:
+        self.queue = queue
+        self.chunk_size = chunk_size
+        self.threshold = threshold
+        self.max_step = max_step  # 0 or None: no clamp
+        self.measured: NDArray[np.float64] | None = None  # the latest joint state, contract order
+        self.last: NDArray[np.float64] | None = None  # the last setpoint sent
+        self.holding = False
+        self._low_since: int | None = None
+
+    def chunk_merged(self) -> None:
+        """A chunk arrived: the next request waits until the queue is low again."""
+        self._low_since = None
+
+    def tick(self, now_ns: int) -> Tick:
+        if self.last is None:
+            if self.measured is None or self.queue.remaining(now_ns) == 0:
+                return Tick(None, self._request_due(now_ns))
+            self.last = self.measured.copy()
+        target = self.queue.next_setpoint(now_ns)
+        started_holding = target is None and not self.holding
+        self.holding = target is None
+        setpoint, clamped = clamp_step(self.last, self.last if target is None else target, self.max_step or None)
+        self.last = setpoint
+        return Tick(setpoint, self._request_due(now_ns), started_holding, bool(clamped))
+
+    def _request_due(self, now_ns: int) -> bool:
+        if not needs_chunk(self.queue.remaining(now_ns), self.chunk_size, self.threshold):
+            self._low_since = None
+            return False
+        if self._low_since is not None and now_ns - self._low_since < REQUEST_INTERVAL_NS:
+            return False
+        self._low_since = now_ns
+        return True

@@ -6,8 +6,8 @@ Subscribes the contract's ``action_chunk`` topic (trajectory_msgs/JointTrajector
 ``action_chunk_request`` (std_msgs/Header: "send the next chunk"), ``~/plan`` (the queued setpoints,
 for RViz/Foxglove) and ``/diagnostics``.
 
-The queue, merge strategies, step clamp and chunk checks are ``control.action_queue``; this file only
-wires them to ROS. Timing is the node clock, so ``use_sim_time`` with a replayed bag runs the same code.
+The queue, merge strategies, chunk checks and the per-tick logic (start, hold, step clamp, when to ask for a
+chunk: ``SetpointStream``) are ``control.action_queue``; this file only wires them to ROS. Timing is the node clock, so ``use_sim_time`` with a replayed bag runs the same code.
 An empty JointTrajectory cancels the plan (as ros2_control's trajectory controller does): the arm holds.
 A real-time chunk (``header.frame_id == "rtc"``, from a policy with ``rtc`` on) already continues the plan, so it
 replaces it from the slot due now instead of being blended, whatever ``strategy`` says; one that finds the queue
@@ -29,23 +29,13 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile
 
 from gemma3nvla_ros.contract import Contract, ContractError
-from gemma3nvla_ros.control.action_queue import (
-    STRATEGIES,
-    ActionQueue,
-    ChunkRejected,
-    chunk_arrays,
-    clamp_step,
-    needs_chunk,
-)
+from gemma3nvla_ros.control.action_queue import STRATEGIES, ActionQueue, ChunkRejected, SetpointStream, chunk_arrays
 from gemma3nvla_ros.control.rtc import RTC_FRAME_ID
 from gemma3nvla_ros.control.timing import PeriodStats, stamp_ns
 from gemma3nvla_ros.hardware import diagnostics as diag
 from gemma3nvla_ros.nodes.params import CheckedParameters
 from gemma3nvla_ros.nodes.run import run_node
 from gemma3nvla_ros.paths import config_dir
-
-REQUEST_INTERVAL_S = 0.5  # re-ask while the queue stays low (a lost request, a restarted policy)
-
 
 class StartupError(RuntimeError):
     pass
@@ -80,13 +70,10 @@ class ActionAggregator(CheckedParameters, Node):
         except ValueError as exc:
             raise StartupError(str(exc)) from exc
 
-        self.measured: np.ndarray | None = None  # radians, contract order
-        self.last: np.ndarray | None = None  # the last setpoint published
-        self.holding = False
+        self.stream = SetpointStream(self.queue, self.contract.chunk_size, self.threshold, self.max_step)
         self.counts = {"chunks": 0, "rejected": 0, "dropped_past": 0, "step_clamped": 0, "holds": 0, "rtc_chunks": 0,
                        "rtc_retimed": 0}
         self.last_rejection = ""
-        self._low_since_request: int | None = None
         self.ticks = PeriodStats(window=300)
 
         self.cmd_pub = self.create_publisher(sensor_msgs.msg.JointState, "joint_commands", QoSProfile(depth=10))
@@ -119,14 +106,14 @@ class ActionAggregator(CheckedParameters, Node):
         elif name == "ensemble_m":
             self.ensemble_m = self.queue.ensemble_m = value
         elif name == "chunk_size_threshold":
-            self.threshold = value
+            self.threshold = self.stream.threshold = value
         elif name == "max_step":
-            self.max_step = value
+            self.max_step = self.stream.max_step = value
 
     def _on_joint_state(self, msg) -> None:
         by_name = dict(zip(msg.name, msg.position))
         if all(n in by_name for n in self.joints):
-            self.measured = np.array([by_name[n] for n in self.joints], dtype=np.float64)
+            self.stream.measured = np.array([by_name[n] for n in self.joints], dtype=np.float64)
 
     def _on_chunk(self, msg) -> None:
         now = self.get_clock().now().nanoseconds
@@ -159,48 +146,26 @@ class ActionAggregator(CheckedParameters, Node):
             self.get_logger().info(f"queue was empty: real-time chunk started now, {report.shifted_ns / 1e6:.0f} ms "
                                    f"after its stamp, {report.dropped_past} steps executed before it",
                                    throttle_duration_sec=5.0)
-        self._low_since_request = None
+        self.stream.chunk_merged()
         self._publish_plan()
 
     def _on_tick(self) -> None:
         now = self.get_clock().now()
         self.ticks.add(now.nanoseconds)
-        if self.last is None:  # start only from a measured pose and with a plan
-            if self.measured is None or self.queue.remaining(now.nanoseconds) == 0:
-                self._maybe_request(now)
-                return
-            self.last = self.measured.copy()
-        target = self.queue.next_setpoint(now.nanoseconds)
-        if target is None:
-            if not self.holding:
-                self.counts["holds"] += 1
-            self.holding, target = True, self.last
-        else:
-            self.holding = False
-        setpoint, clamped = clamp_step(self.last, target, self.max_step or None)
-        if clamped:
-            self.counts["step_clamped"] += 1
-        self.last = setpoint
-        msg = sensor_msgs.msg.JointState()
-        msg.header.stamp = now.to_msg()
-        msg.name = self.joints
-        msg.position = setpoint.tolist()
-        self.cmd_pub.publish(msg)
-        self._maybe_request(now)
-
-    def _maybe_request(self, now) -> None:
-        """Ask for the next chunk when the queue falls below the threshold, and again every
-        REQUEST_INTERVAL_S while it stays there."""
-        if not needs_chunk(self.queue.remaining(now.nanoseconds), self.contract.chunk_size, self.threshold):
-            self._low_since_request = None
-            return
-        if self._low_since_request is not None and now.nanoseconds - self._low_since_request < REQUEST_INTERVAL_S * 1e9:
-            return
-        self._low_since_request = now.nanoseconds
-        request = std_msgs.msg.Header()
-        request.stamp = now.to_msg()
-        request.frame_id = "queue_empty" if self.queue.remaining(now.nanoseconds) == 0 else "queue_low"
-        self.request_pub.publish(request)
+        tick = self.stream.tick(now.nanoseconds)
+        self.counts["holds"] += tick.started_holding
+        self.counts["step_clamped"] += tick.clamped
+        if tick.setpoint is not None:
+            msg = sensor_msgs.msg.JointState()
+            msg.header.stamp = now.to_msg()
+            msg.name = self.joints
+            msg.position = tick.setpoint.tolist()
+            self.cmd_pub.publish(msg)
+        if tick.request:
+            request = std_msgs.msg.Header()
+            request.stamp = now.to_msg()
+            request.frame_id = "queue_empty" if self.queue.remaining(now.nanoseconds) == 0 else "queue_low"
+            self.request_pub.publish(request)
 
     def _publish_plan(self) -> None:
         times, positions = self.queue.plan()
@@ -218,9 +183,9 @@ class ActionAggregator(CheckedParameters, Node):
     def _on_diagnostics(self) -> None:
         now = self.get_clock().now()
         remaining = self.queue.remaining(now.nanoseconds)
-        if self.last is None:
+        if self.stream.last is None:
             level, message = diag.WARN, "waiting for a first chunk and a joint state"
-        elif self.holding:
+        elif self.stream.holding:
             level, message = diag.WARN, "queue empty: holding the last setpoint"
         else:
             level, message = diag.OK, f"executing, {remaining} setpoints queued"

@@ -13,8 +13,8 @@ What drives the policy
     (same freshness rule, same refusals, same image-size check against the checkpoint), joint units converted
     by the contract's ``DatasetUnits`` (``--robot-id`` / ``--calibration-file`` as for the node), actions turned
     into a chunk stamped with the observation's capture time and ``time_from_start = i / fps`` as the node
-    publishes them, and merged by ``control.action_queue`` (``chunk_arrays``, ``ActionQueue``, ``needs_chunk``,
-    ``clamp_step``) with the action_aggregator node's tick logic: start from the measured pose once a chunk is
+    publishes them, and merged by ``control.action_queue`` (``chunk_arrays``, ``ActionQueue``) with the
+    action_aggregator node's own tick logic (``SetpointStream``): start from the measured pose once a chunk is
     queued, hold when the queue runs dry, ask for the next chunk when ``queued / chunk_size <=
     chunk_size_threshold`` and again every 0.5 s while it stays low, clamp each step to ``max_step``.
     Defaults are the nodes' defaults (``--strategy``, ``--threshold``, ``--max-step``, ``--control-rate``,
@@ -67,14 +67,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from gemma3nvla_ros.contract import Contract, ContractError
-from gemma3nvla_ros.control.action_queue import (
-    STRATEGIES,
-    ActionQueue,
-    ChunkRejected,
-    chunk_arrays,
-    clamp_step,
-    needs_chunk,
-)
+from gemma3nvla_ros.control.action_queue import STRATEGIES, ActionQueue, ChunkRejected, SetpointStream, chunk_arrays
 from gemma3nvla_ros.control.observation import ObservationRefused, Stamped, build_observation, joint_state_positions
 from gemma3nvla_ros.control.units import DatasetUnits
 from gemma3nvla_ros.hardware.image_msgs import image_to_rgb
@@ -96,7 +89,6 @@ MAX_STEP = 0.1  # rad per tick; 0 disables
 CONTROL_RATE = 0.0  # 0 = the contract's fps
 ENSEMBLE_M = 0.01
 MAX_OBSERVATION_AGE = 0.5  # s
-REQUEST_INTERVAL_S = 0.5  # action_aggregator.REQUEST_INTERVAL_S
 TASK_TOPIC = "/gemma3nvla_policy/task"  # the policy node's ~/task
 COMMANDS_TOPIC = "/joint_commands"
 EPISODE_GAP_S = 1.0
@@ -332,24 +324,20 @@ class _Inputs:
 
 
 class SimAggregator:
-    """action_aggregator's ``_on_chunk`` / ``_on_tick`` / ``_maybe_request`` on an injected bag-time clock."""
+    """action_aggregator's ``_on_chunk`` / ``_on_tick`` on an injected bag-time clock (the per-tick logic is the
+    node's own ``SetpointStream``)."""
 
     def __init__(self, contract: Contract, options: EvalOptions) -> None:
         self.contract = contract
         self.rate = options.control_rate or contract.fps
         self.period_ns = int(1e9 / self.rate)
         self.queue = ActionQueue(self.period_ns, options.strategy, options.ensemble_m)
-        self.threshold = options.threshold
-        self.max_step = options.max_step
+        self.stream = SetpointStream(self.queue, contract.chunk_size, options.threshold, options.max_step)
         self.joints = list(contract.joints)
-        self.measured: NDArray[np.float64] | None = None
-        self.last: NDArray[np.float64] | None = None
-        self.holding = False
-        self._low_since_request: int | None = None
 
     def on_joint_state(self, positions: Mapping[str, float]) -> None:
         if all(n in positions for n in self.joints):
-            self.measured = np.array([positions[n] for n in self.joints], dtype=np.float64)
+            self.stream.measured = np.array([positions[n] for n in self.joints], dtype=np.float64)
 
     def on_chunk(self, stamp: int, positions: NDArray[np.float64], tfs_ns: Sequence[int], now: int, ep: EpisodeRecord) -> bool:
         try:
@@ -361,37 +349,16 @@ class SimAggregator:
             return False
         ep.counts["chunks_merged"] += 1
         ep.counts["setpoints_dropped_past"] += report.dropped_past
-        self._low_since_request = None
+        self.stream.chunk_merged()
         return True
 
     def tick(self, now: int, ep: EpisodeRecord) -> tuple[NDArray[np.float64] | None, bool]:
         """(setpoint published at this tick or None, whether a chunk is requested)."""
         ep.tick_ns.append(now)
-        if self.last is None:
-            if self.measured is None or self.queue.remaining(now) == 0:
-                return None, self._maybe_request(now)
-            self.last = self.measured.copy()
-        target = self.queue.next_setpoint(now)
-        if target is None:
-            if not self.holding:
-                ep.counts["holds"] += 1
-            self.holding, target = True, self.last
-        else:
-            self.holding = False
-        setpoint, clamped = clamp_step(self.last, target, self.max_step or None)
-        if clamped:
-            ep.counts["ticks_step_clamped"] += 1
-        self.last = setpoint
-        return setpoint, self._maybe_request(now)
-
-    def _maybe_request(self, now: int) -> bool:
-        if not needs_chunk(self.queue.remaining(now), self.contract.chunk_size, self.threshold):
-            self._low_since_request = None
-            return False
-        if self._low_since_request is not None and now - self._low_since_request < REQUEST_INTERVAL_S * 1e9:
-            return False
-        self._low_since_request = now
-        return True
+        tick = self.stream.tick(now)
+        ep.counts["holds"] += tick.started_holding
+        ep.counts["ticks_step_clamped"] += tick.clamped
+        return tick.setpoint, tick.request
 
 
 class SimPolicy:

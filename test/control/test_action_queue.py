@@ -49,7 +49,9 @@ from gemma3nvla_ros.control.action_queue import (
     STRATEGIES,
     ActionQueue,
     ChunkRejected,
+    REQUEST_INTERVAL_NS,
     MergeReport,
+    SetpointStream,
     chunk_arrays,
     clamp_step,
     needs_chunk,
@@ -569,3 +571,40 @@ def test_strategy_and_settings_are_validated():
         ActionQueue(0)
     with pytest.raises(ValueError):
         ActionQueue(P, grid_tolerance_ns=P // 2)
+
+
+def test_stream_starts_from_a_measured_pose_with_a_plan_holds_when_dry_and_clamps():
+    queue = ActionQueue(P)
+    stream = SetpointStream(queue, chunk_size=4, threshold=0.5, max_step=0.1)
+    t = S
+    first = stream.tick(t)  # no pose, no plan: nothing sent, a chunk asked for
+    assert first.setpoint is None and first.request
+    assert stream.tick(t + P).request is False  # asked already: not again within the interval
+    stream.measured = np.array([0.0, 0.0])
+    assert stream.tick(t + 2 * P).setpoint is None  # a pose but no plan yet
+    queue.merge(t + 3 * P + P * np.arange(4), [[0.05, 1.0], [0.1, 1.0], [0.15, 1.0], [0.2, 1.0]], now_ns=t + 3 * P)
+    stream.chunk_merged()
+    sent = [stream.tick(t + (3 + i) * P) for i in range(6)]
+    # starts from the measured pose, not the plan's first point; joint 1 climbs to 1.0 at most 0.1 a tick
+    assert [round(float(x.setpoint[1]), 6) for x in sent] == [0.1, 0.2, 0.3, 0.4, 0.4, 0.4]
+    assert [round(float(x.setpoint[0]), 6) for x in sent[:4]] == [0.05, 0.1, 0.15, 0.2]
+    assert all(x.clamped for x in sent[:4]) and not any(x.clamped for x in sent[4:])
+    # the plan ran dry after 4 ticks: holding starts once, the last setpoint is repeated (no jump, no replay)
+    assert [x.started_holding for x in sent] == [False, False, False, False, True, False]
+    assert stream.holding and np.array_equal(sent[5].setpoint, sent[3].setpoint)
+    # asked when 2 of 4 remained (threshold 0.5), then again only after REQUEST_INTERVAL_NS while still low
+    asks = [i for i, x in enumerate(sent) if x.request]
+    assert asks == [1]
+    late = stream.tick(t + 4 * P + REQUEST_INTERVAL_NS)
+    assert late.request and late.started_holding is False
+
+
+def test_stream_without_clamp_follows_the_plan_and_picks_up_parameter_changes():
+    queue = ActionQueue(P)
+    stream = SetpointStream(queue, chunk_size=4, threshold=0.25, max_step=0)
+    stream.measured = np.zeros(1)
+    queue.merge(S + P * np.arange(4), [[1.0], [2.0], [3.0], [4.0]], now_ns=S)
+    ticks = [stream.tick(S + i * P) for i in range(2)]
+    assert [float(x.setpoint[0]) for x in ticks] == [1.0, 2.0] and not any(x.request for x in ticks)
+    stream.threshold = 0.5  # as the node's on-set callback applies a new chunk_size_threshold
+    assert stream.tick(S + 2 * P).request

@@ -277,7 +277,6 @@ def test_bad_options(tmp_path, contract, units):
 
 # ---------------------------------------------------------------------------------------------- the live nodes' code
 def test_defaults_are_the_nodes(ros):
-    from gemma3nvla_ros.nodes import action_aggregator
     from gemma3nvla_ros.nodes.action_aggregator import ActionAggregator
     from gemma3nvla_ros.nodes.policy_node import PolicyNode
 
@@ -289,7 +288,6 @@ def test_defaults_are_the_nodes(ros):
         assert agg.get_parameter("max_step").value == eb.MAX_STEP
         assert agg.get_parameter("control_rate").value == eb.CONTROL_RATE
         assert agg.get_parameter("ensemble_m").value == eb.ENSEMBLE_M
-        assert action_aggregator.REQUEST_INTERVAL_S == eb.REQUEST_INTERVAL_S
         assert policy.get_parameter("max_observation_age").value == eb.MAX_OBSERVATION_AGE
         assert policy.resolve_topic_name("~/task") == eb.TASK_TOPIC
         assert agg.resolve_topic_name("joint_commands") == eb.COMMANDS_TOPIC

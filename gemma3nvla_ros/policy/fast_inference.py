@@ -656,25 +656,12 @@ class FastSampler:
                     logger.debug("split attention %s: %s", cfg, exc)
             if configs:
                 self.split_config = min(configs, key=configs.get)
-                self.report["triton_configs_us"] = {
-                    f"{c.block_m}x{c.block_n}/{c.split_keys}": round(t, 1) for c, t in configs.items()}
+                self.report["triton_configs_us"] = {str(c): round(t, 1) for c, t in configs.items()}
                 candidates["triton"] = triton_attention.attend(self.split_config)
-        times = {}
-        ref = None
-        for name, fn in candidates.items():
-            try:
-                if self.use_compile:
-                    fn = torch.compile(fn, dynamic=False)
-                out = fn(*args)
-                ref = out if ref is None else ref
-                err = float((out.float() - ref.float()).norm() / ref.float().norm())
-                if not err < 2e-2:  # bf16 rounding is ~4e-3; NaN fails too
-                    self._fallback(f"expert attention {name} differs from the first one timed (rel. error "
-                                   f"{err:.3g}); not used")
-                    continue
-                times[name] = time_in_graph(fn, args, iters)
-            except Exception as exc:  # a backend this build lacks
-                self._fallback(f"expert attention {name} unavailable ({type(exc).__name__}: {exc})")
+        times, left_out = time_candidates(candidates, args, lambda fn, a: time_in_graph(fn, a, iters),
+                                          wrap=self._compile_candidate)
+        for name, why in left_out.items():
+            self._fallback(f"expert attention {name} not used: {why}")
         if times:
             self.attention = min(times, key=times.get)
         self.report["attention"] = self.attention
@@ -682,6 +669,10 @@ class FastSampler:
         if "triton" in candidates:
             self._choose_text_attention(bsize, iters)
         return times
+
+    def _compile_candidate(self, fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
+        """An attention candidate as it will run: compiled when the phases are."""
+        return torch.compile(fn, dynamic=False) if self.use_compile else fn
 
     def _text_configs(self) -> list:
         """The backbone layers' configs, when they use SDPA (the only implementation the Triton kernel replaces)."""
@@ -709,21 +700,13 @@ class FastSampler:
         for cfg in triton_attention.TEXT_CONFIGS:
             fns[cfg] = lambda q, k, v, m, f=cfg.fields(): torch.ops.gemma3nvla.split_attention(
                 q, k, v, m, nh // nkv, f, 1.0).transpose(1, 2)
-        times, ref = {}, None
-        for key, fn in fns.items():
-            try:
-                if self.use_compile:
-                    fn = torch.compile(fn, dynamic=False)
-                out = fn(q, k, v, mask)
-                ref = out if ref is None else ref
-                if not float((out.float() - ref.float()).norm() / ref.float().norm()) < 2e-2:
-                    continue
-                times[key] = time_in_graph(fn, (q, k, v, mask), max(2, iters // 4))
-            except Exception as exc:  # e.g. a tile too large for this GPU's shared memory
-                if key == "sdpa":  # nothing to check the kernel against: the backbone keeps its own
-                    self._fallback(f"backbone attention: SDPA reference failed ({type(exc).__name__}: {exc})")
-                    return
-                logger.debug("text attention %s: %s", key, exc)
+        times, left_out = time_candidates(fns, (q, k, v, mask), lambda fn, a: time_in_graph(fn, a, max(2, iters // 4)),
+                                          wrap=self._compile_candidate)
+        if "sdpa" not in times:  # nothing to check the kernel against: the backbone keeps its own
+            self._fallback(f"backbone attention: the SDPA reference failed ({left_out.get('sdpa')}); SDPA kept")
+            return
+        for key, why in left_out.items():  # e.g. a tile too large for this GPU's shared memory
+            logger.debug("backbone attention %s not used: %s", key, why)
         if times:
             best = min(times, key=times.get)
             self.text_attention = None if best == "sdpa" else triton_attention.transformers_attention(best)
@@ -750,6 +733,34 @@ class FastSampler:
 
 
 # ----------------------------------------------------------------------------------------------- helpers
+def time_candidates(candidates: dict[Any, Callable[..., Tensor]], args: tuple,
+                    timer: Callable[[Callable[..., Tensor], tuple], float], *,
+                    wrap: Callable[[Callable[..., Tensor]], Callable[..., Tensor]] | None = None,
+                    tol: float = 2e-2) -> tuple[dict[Any, float], dict[Any, str]]:
+    """Runs each candidate (through ``wrap``, e.g. torch.compile) on ``args`` and times those whose output agrees with
+    the first candidate's: relative L2 error < ``tol`` (bf16 rounding is ~4e-3; NaN fails). The first candidate is
+    the reference: if it fails, nothing else is tried. Returns (time of each kept, why each other was left out)."""
+    times: dict[Any, float] = {}
+    left_out: dict[Any, str] = {}
+    ref, first = None, next(iter(candidates), None)
+    for key, fn in candidates.items():
+        try:
+            fn = wrap(fn) if wrap is not None else fn
+            out = fn(*args)
+            if ref is None:
+                ref = out
+            err = float((out.float() - ref.float()).norm() / ref.float().norm())
+            if not err < tol:
+                left_out[key] = f"its output differs from {first}'s (rel. error {err:.3g})"
+                continue
+            times[key] = timer(fn, args)
+        except Exception as exc:  # a backend this build lacks, a tile too large for this GPU, ...
+            left_out[key] = f"{type(exc).__name__}: {exc}"
+            if ref is None:
+                break
+    return times, left_out
+
+
 def time_in_graph(fn: Callable[..., Tensor], args: tuple, iters: int, reps: int = 3) -> float:
     """Microseconds per call of ``fn(*args)`` replayed from a CUDA graph of ``iters`` calls (what a phase's replay
     pays, without launch gaps): the median over ``reps`` timed replays."""

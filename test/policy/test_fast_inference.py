@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from gemma3nvla_ros.policy import fast_inference
-from gemma3nvla_ros.policy.fast_inference import FastSampler, attention_bmm, attention_sdpa
+from gemma3nvla_ros.policy.fast_inference import FastSampler, attention_bmm, attention_sdpa, time_candidates
 
 from helpers_policy import make_batch, make_config, rel
 
@@ -83,6 +83,31 @@ def test_attention_bmm_equals_sdpa():
     v = torch.randn(2, 2, 11, 16, generator=g)
     bias = torch.zeros(2, 1, 5, 11).masked_fill(torch.rand(2, 1, 5, 11, generator=g) < 0.3, torch.finfo(torch.float32).min)
     assert rel(attention_bmm(q, k, v, bias, 4), attention_sdpa(q, k, v, bias, 4)) <= 1e-6
+
+
+def test_attention_candidates_are_timed_only_when_they_agree_with_the_first():
+    """The warm-up choice's rule (time_candidates), with a fake timer: a candidate that differs from the reference,
+    returns NaN or raises is left out with the reason; one that agrees within bf16 rounding is kept."""
+    x = torch.randn(4, 8)
+
+    def broken(t):
+        raise RuntimeError("no kernel image for this GPU")
+
+    candidates = {"ref": lambda t: t * 2, "close": lambda t: t * 2 * (1 + 1e-3), "wrong": lambda t: t * 3,
+                  "nan": lambda t: t * float("nan"), "broken": broken, "slow": lambda t: t + t}
+    cost = {"ref": 5.0, "close": 3.0, "slow": 9.0}
+    names = {id(fn): key for key, fn in candidates.items()}
+    wrapped = []
+    times, left_out = time_candidates(candidates, (x,), lambda fn, args: cost[names[id(fn)]],
+                                      wrap=lambda fn: wrapped.append(fn) or fn)
+    assert times == {"ref": 5.0, "close": 3.0, "slow": 9.0}
+    assert set(left_out) == {"wrong", "nan", "broken"}
+    assert "differs from ref" in left_out["wrong"] and "nan" in left_out["nan"]
+    assert "no kernel image" in left_out["broken"]
+    assert len(wrapped) == len(candidates)  # each ran as it would run (compiled, on a GPU)
+    # no reference, no choice: when the first candidate fails nothing else is tried
+    times, left_out = time_candidates({"broken": broken, "ref": lambda t: t}, (x,), lambda fn, args: 1.0)
+    assert times == {} and list(left_out) == ["broken"]
 
 
 def in_triton_interpreter(test_id: str) -> bool:

@@ -362,7 +362,7 @@ def attention_micro(policy, device, args):
         pass
     qt = q.transpose(1, 2).contiguous().transpose(1, 2)  # the expert's layout: [B, L, H, D] underneath
     for cfg in triton_attention.CONFIGS:
-        variants[f"triton split-KV {cfg.block_m}x{cfg.block_n}/{cfg.split_keys}"] = (
+        variants[f"triton split-KV {cfg}"] = (
             lambda cfg=cfg: triton_attention.split_attention(qt, k, v, bias, nh // nkv, cfg))
     # vision tower MQA (stage of 8 heads: 48x48 queries over 24x24 keys, 2 images, head dim 64)
     qv = torch.randn(2, 8, 48 * 48, 64, device=device, dtype=dt)

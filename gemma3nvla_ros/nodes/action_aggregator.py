@@ -7,7 +7,8 @@ Subscribes the contract's ``action_chunk`` topic (trajectory_msgs/JointTrajector
 for RViz/Foxglove) and ``/diagnostics``.
 
 The queue, merge strategies, chunk checks and the per-tick logic (start, hold, step clamp, when to ask for a
-chunk: ``SetpointStream``) are ``control.action_queue``; this file only wires them to ROS. Timing is the node clock, so ``use_sim_time`` with a replayed bag runs the same code.
+chunk: ``SetpointStream``) are ``control.action_queue``; this file only wires them to ROS. Timing is the node
+clock, so ``use_sim_time`` with a replayed bag runs the same code.
 An empty JointTrajectory cancels the plan (as ros2_control's trajectory controller does): the arm holds.
 A real-time chunk (``header.frame_id == "rtc"``, from a policy with ``rtc`` on) already continues the plan, so it
 replaces it from the slot due now instead of being blended, whatever ``strategy`` says; one that finds the queue
@@ -52,13 +53,12 @@ class ActionAggregator(CheckedParameters, Node):
                                       f"how overlapping chunks merge: {', '.join(STRATEGIES)}", read_only=False)
         self.ensemble_m = self._declare("ensemble_m", 0.01, "temporal_ensemble weight decay m (w_i = exp(-m i))",
                                         read_only=False)
-        self.threshold = self._declare("chunk_size_threshold", 0.5,
-                                       "ask for the next chunk when queued / chunk_size falls to this",
-                                       read_only=False,
-                                       floating_point_range=[FloatingPointRange(from_value=0.0, to_value=1.0)])
-        self.max_step = self._declare("max_step", 0.1, "largest setpoint change per tick (rad); 0 disables",
-                                      read_only=False,
-                                      floating_point_range=[FloatingPointRange(from_value=0.0, to_value=3.2)])
+        threshold = self._declare("chunk_size_threshold", 0.5,
+                                  "ask for the next chunk when queued / chunk_size falls to this", read_only=False,
+                                  floating_point_range=[FloatingPointRange(from_value=0.0, to_value=1.0)])
+        max_step = self._declare("max_step", 0.1, "largest setpoint change per tick (rad); 0 disables",
+                                 read_only=False,
+                                 floating_point_range=[FloatingPointRange(from_value=0.0, to_value=3.2)])
         try:
             self.contract = Contract.load(path)
         except (ContractError, OSError) as exc:
@@ -70,7 +70,7 @@ class ActionAggregator(CheckedParameters, Node):
         except ValueError as exc:
             raise StartupError(str(exc)) from exc
 
-        self.stream = SetpointStream(self.queue, self.contract.chunk_size, self.threshold, self.max_step)
+        self.stream = SetpointStream(self.queue, self.contract.chunk_size, threshold, max_step)
         self.counts = {"chunks": 0, "rejected": 0, "dropped_past": 0, "step_clamped": 0, "holds": 0, "rtc_chunks": 0,
                        "rtc_retimed": 0}
         self.last_rejection = ""
@@ -90,8 +90,8 @@ class ActionAggregator(CheckedParameters, Node):
         self.create_timer(1.0 / self.rate, self._on_tick)
         self.create_timer(1.0, self._on_diagnostics)
         self.get_logger().info(
-            f"{self.rate:g} Hz, strategy {self.strategy}, threshold {self.threshold:g}: waiting for a first chunk "
-            f"on {self.contract.action_chunk_topic} and a joint state")
+            f"{self.rate:g} Hz, strategy {self.strategy}, threshold {self.stream.threshold:g}: waiting for a first "
+            f"chunk on {self.contract.action_chunk_topic} and a joint state")
 
     def _check_parameter(self, name: str, value):
         if name == "strategy" and value not in STRATEGIES:
@@ -106,9 +106,9 @@ class ActionAggregator(CheckedParameters, Node):
         elif name == "ensemble_m":
             self.ensemble_m = self.queue.ensemble_m = value
         elif name == "chunk_size_threshold":
-            self.threshold = self.stream.threshold = value
+            self.stream.threshold = value
         elif name == "max_step":
-            self.max_step = self.stream.max_step = value
+            self.stream.max_step = value
 
     def _on_joint_state(self, msg) -> None:
         by_name = dict(zip(msg.name, msg.position))

@@ -90,8 +90,6 @@ def attention_bmm(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, groups: int) ->
 ATTENTION_FUNCS: dict[str, Callable[..., Tensor]] = {"sdpa": attention_sdpa, "bmm": attention_bmm}
 
 
-
-
 def graphs_available(device: torch.device) -> bool:
     return device.type == "cuda" and torch.cuda.is_available() and hasattr(torch.cuda, "CUDAGraph")
 
@@ -197,8 +195,8 @@ class FastSampler:
         self.use_compile = compile_available(self.device) and (compile is None or bool(compile))
         self.compile_mode = compile_mode
         self.attention_choice = attention
-        self.attention = "sdpa" if attention == "auto" else attention
         self.split_config = triton_attention.SplitConfig()
+        self.attention = "sdpa" if attention == "auto" else attention
         self.pad_task_to = pad_task_to if pad_task_to is not None else net.config.tokenizer_max_length
         self.max_plans = max_plans
         # After each capture, the phase's output is checked against its uncompiled body on the same inputs; a
@@ -487,7 +485,7 @@ class FastSampler:
         action_emb = net.action_in_proj(x_t)
         h = F.linear(action_emb, self._w_in_action) + time_part
         x = net.action_time_mlp_out(F.silu(h)).to(self.expert_dtype)
-        attend = self.attention_fn(self.attention)
+        attend = self._attend
         for e, layer in enumerate(vlm.expert.layers):
             cos, sin = suffix_rope[vlm.layer_types[vlm.expert_to_vlm[e]]]
             attn = layer.self_attn
@@ -622,8 +620,15 @@ class FastSampler:
         self.report["fallbacks"].append(message)
 
     # ------------------------------------------------------------------ attention choice
-    def attention_fn(self, name: str) -> Callable[..., Tensor]:
-        return triton_attention.attend(self.split_config) if name == "triton" else ATTENTION_FUNCS[name]
+    @property
+    def attention(self) -> str:
+        """The expert's attention implementation: a key of ``ATTENTION_FUNCS`` or "triton"."""
+        return self._attention
+
+    @attention.setter
+    def attention(self, name: str) -> None:
+        self._attention = name
+        self._attend = triton_attention.attend(self.split_config) if name == "triton" else ATTENTION_FUNCS[name]
 
     def choose_attention(self, bsize: int = 1, iters: int = 20) -> dict[str, float]:
         """With ``attention='auto'`` on a GPU: times each expert-attention implementation on the joint layers'
@@ -696,10 +701,10 @@ class FastSampler:
         pad = torch.ones(bsize, length, dtype=torch.bool, device=dev)
         pad[:, length - 9:length - 1] = False
         mask = self.vlm.build_masks(pad, torch.cumsum(pad.long(), dim=1) - 1, dt)["full_attention"]
-        fns = {"sdpa": lambda q, k, v, m: sdpa_attention_forward(attn, q, k, v, m, dropout=0.0, scaling=1.0)[0]}
-        for cfg in triton_attention.TEXT_CONFIGS:
-            fns[cfg] = lambda q, k, v, m, f=cfg.fields(): torch.ops.gemma3nvla.split_attention(
-                q, k, v, m, nh // nkv, f, 1.0).transpose(1, 2)
+        forwards = {"sdpa": sdpa_attention_forward}  # transformers' attention-interface signature, all of them
+        forwards.update((cfg, triton_attention.transformers_forward(cfg)) for cfg in triton_attention.TEXT_CONFIGS)
+        fns = {key: lambda q, k, v, m, f=f: f(attn, q, k, v, m, dropout=0.0, scaling=1.0)[0]
+               for key, f in forwards.items()}
         times, left_out = time_candidates(fns, (q, k, v, mask), lambda fn, a: time_in_graph(fn, a, max(2, iters // 4)),
                                           wrap=self._compile_candidate)
         if "sdpa" not in times:  # nothing to check the kernel against: the backbone keeps its own
@@ -707,9 +712,8 @@ class FastSampler:
             return
         for key, why in left_out.items():  # e.g. a tile too large for this GPU's shared memory
             logger.debug("backbone attention %s not used: %s", key, why)
-        if times:
-            best = min(times, key=times.get)
-            self.text_attention = None if best == "sdpa" else triton_attention.transformers_attention(best)
+        best = min(times, key=times.get)
+        self.text_attention = None if best == "sdpa" else triton_attention.transformers_attention(best)
         self.report["text_attention"] = self.text_attention or "backbone"
         self.report["text_attention_us"] = {str(k): round(v, 1) for k, v in times.items()}
 

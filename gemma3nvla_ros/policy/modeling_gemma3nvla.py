@@ -308,6 +308,7 @@ class Gemma3nVLAPolicy(PreTrainedPolicy):
         with no_init_weights() if from_checkpoint else contextlib.nullcontext():
             self.model = VLAFlowMatching(config, load_vlm_weights=config.load_vlm_weights and not from_checkpoint)
         self._fast = None
+        self._inference_prepared = False  # prepare_for_inference() was called: its choice of path stands
         self._logged_once: set[str] = set()
         self.init_rtc_processor()
         self.parameter_counts = self._count_parameters()
@@ -431,7 +432,7 @@ class Gemma3nVLAPolicy(PreTrainedPolicy):
         if vlm.expert.norm.weight.dtype != dtype:
             self._fast = None
             vlm.expert.to(dtype)
-        self._inference_prepared = True  # from here on the caller's choice of path stands
+        self._inference_prepared = True
         if fast is None:
             fast = cfg.fast_inference == "on" or (cfg.fast_inference == "auto" and device.type == "cuda")
         report: dict[str, Any] = {"path": "fast" if fast else "eager", "device": str(device),
@@ -475,8 +476,8 @@ class Gemma3nVLAPolicy(PreTrainedPolicy):
     def _fast_sampler(self):
         if self.training:
             return None
-        fast = getattr(self, "_fast", None)
-        if fast is None and not getattr(self, "_inference_prepared", False) and self.config.fast_inference == "on":
+        fast = self._fast
+        if fast is None and not self._inference_prepared and self.config.fast_inference == "on":
             # Callers that never call prepare_for_inference() (lerobot-rollout, lerobot-eval) get the fast path
             # when the config says "on"; its compile and capture then happen in the first chunks. Not for "auto":
             # lerobot-train's evaluation would get the expert cast to bfloat16 under its optimizer.

@@ -233,23 +233,28 @@ def attend(config: SplitConfig) -> Callable[..., Tensor]:
     return fn
 
 
-def transformers_attention(config: SplitConfig) -> str:
-    """Registers ``split_attention`` with ``config`` in transformers' ``AttentionInterface`` and returns its name,
-    for a text config's ``_attn_implementation``. It takes the additive mask as given (sliding windows included)."""
-    from transformers import AttentionInterface
-
+def transformers_forward(config: SplitConfig) -> Callable[..., tuple[Tensor, None]]:
+    """``split_attention`` with ``config`` as a transformers attention function (``sdpa_attention_forward``'s
+    signature). It takes the additive mask as given (sliding windows included); inference only."""
     fields = config.fields()
-    name = "gemma3nvla_split_" + "_".join(map(str, fields))
 
     def forward(module, query: Tensor, key: Tensor, value: Tensor, attention_mask: Tensor | None,
                 dropout: float = 0.0, scaling: float | None = None, **kwargs) -> tuple[Tensor, None]:
         if attention_mask is None or dropout:
-            raise ValueError(f"{name} needs an additive attention mask and no dropout (inference only).")
+            raise ValueError("split attention needs an additive attention mask and no dropout (inference only).")
         scale = query.shape[-1] ** -0.5 if scaling is None else scaling
         mask = attention_mask[:, :, :, : key.shape[-2]]
         out = torch.ops.gemma3nvla.split_attention(query, key, value, mask, query.shape[1] // key.shape[1], fields,
                                                    float(scale))
         return out.transpose(1, 2), None
+    return forward
 
-    AttentionInterface.register(name, forward)
+
+def transformers_attention(config: SplitConfig) -> str:
+    """Registers ``transformers_forward(config)`` in transformers' ``AttentionInterface`` and returns its name, for a
+    text config's ``_attn_implementation``."""
+    from transformers import AttentionInterface
+
+    name = "gemma3nvla_split_" + "_".join(map(str, config.fields()))
+    AttentionInterface.register(name, transformers_forward(config))
     return name
